@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine: `make train` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test lint format venv clean
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m tpu_grapheme.train
+
+test: $(STAMP)
+	$(PY) -m ruff check tpu_grapheme tune benchmarks tests
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check tpu_grapheme tune benchmarks tests
+	$(PY) -m ruff format --check tpu_grapheme tune benchmarks tests
+
+format: $(STAMP)
+	$(PY) -m ruff format tpu_grapheme tune benchmarks tests
+	$(PY) -m ruff check --fix tpu_grapheme tune benchmarks tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,43 @@
+"""Install `tpu_grapheme` (the training library) and `tune` (Ray Tune searches)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tpu_grapheme",
+    version="0.1.0",
+    description="TPU-ready custom training loop and tuning stack for Bengali grapheme classification",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["tpu_grapheme", "tpu_grapheme.*", "tune", "tune.*"]),
+    package_data={"tune": ["spaces/*.yaml"]},
+    install_requires=[
+        # CPU build; on a GPU machine install `tensorflow[and-cuda]==2.21.*` instead, on a TPU VM
+        # `tensorflow-tpu==2.21.*` (see README, "Accelerators").
+        "tensorflow-cpu>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "ray[tune]>=2.50,<3",
+        "optuna>=4,<6",
+        "pandas>=2.2,<4",
+        "pyarrow>=18,<30",
+        "numpy>=1.26,<3",
+        "PyYAML>=6,<7",
+        "Pillow>=11,<14",  # wheel ships raqm/HarfBuzz: shapes Bengali conjuncts and vowel signs
+        "justmytype-intl-south-asia>=0.1,<1",  # Noto Sans Bengali, no root install needed
+        "matplotlib>=3.8,<4",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4"],
+        # cloud-tpu-client alone downgrades protobuf to 3.20 and breaks TF: pin one TF accepts.
+        "tpu": ["cloud-tpu-client>=0.10", "protobuf>=5.28,<8"],
+    },
+    entry_points={
+        "console_scripts": [
+            "tpu-grapheme-train=tpu_grapheme.train:main",
+            "tpu-grapheme-prepare=tpu_grapheme.prepare:main",
+            "tpu-grapheme-infer=tpu_grapheme.inference:main",
+            "tpu-grapheme-search=tune.search:main",
+        ]
+    },
+)

@@ -1,0 +1,301 @@
+"""`TrainConfig`: every training knob in one typed, validated, frozen dataclass.
+
+The CLI (`python -m tpu_grapheme.train`), the YAML search spaces (`tune/`) and the Ray trainable
+all build this one class, so there is exactly one copy of each default. Field metadata carries the
+CLI help; `add_arguments` / `from_args` derive the argparse flags from the fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from tpu_grapheme.errors import UserError
+
+ARCHS = ("tiny", "small", *(f"b{i}" for i in range(8)), *(f"b{i}g" for i in range(8)))
+OPTIMIZERS = ("adamw", "radam", "ranger", "adam", "sgd")
+SCHEDULES = ("cosine", "onecycle", "constant")
+PRECISIONS = ("float32", "bfloat16", "float16", "auto")
+JIT_MODES = ("auto", "on", "off")
+STRATEGIES = ("auto", "tpu", "mirrored", "one", "cpu")
+
+
+def _f(default: Any, help: str, **extra: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run. Defaults are the embedded synthetic CPU default that `make train` runs."""
+
+    # --- data -------------------------------------------------------------------------------
+    train_folder: str = _f(
+        "", "TFRecord file pattern for training (local or gs://); empty: synthetic default"
+    )
+    valid_folder: str = _f("", "TFRecord file pattern for validation; empty: synthetic default")
+    synthetic_dir: str = _f("", "cache dir of the synthetic default data set (default ~/.cache/tpu_grapheme)")
+    synthetic_rows: int = _f(24000, "rows rendered for the synthetic default (train + valid)")
+    resize: tuple[int, int] = _f((64, 112), "H,W the images are resized to")
+    shuffle_buffer: int = _f(4096, "shuffle buffer (images) of the training pipeline")
+    # --- model ------------------------------------------------------------------------------
+    arch: str = _f("small", f"backbone: {', '.join(ARCHS[:4])}, ..., b7, b0g..b7g (SE-gated heads)")
+    dropout: float = _f(0.2, "dropout before the three heads (the seed used 0.5 for EfficientNet)")
+    weights: str = _f("", "local weights file for the backbone (.weights.h5); no downloads")
+    # --- optimisation -----------------------------------------------------------------------
+    batch_size: int = _f(128, "micro-batch size per replica (global batch = batch_size x replicas)")
+    grad_accum: int = _f(1, "micro-batches accumulated per optimizer step")
+    steps: int = _f(1500, "optimizer steps")
+    optimizer: str = _f("adamw", f"one of {', '.join(OPTIMIZERS)} (ranger = RAdam + Lookahead)")
+    radam: bool = _f(False, "seed flag: use RAdam (same as --optimizer radam)")
+    max_lr: float = _f(3e-3, "peak learning rate")
+    weight_decay: float = _f(1e-4, "decoupled weight decay (0 disables)")
+    schedule: str = _f("cosine", f"lr schedule: {', '.join(SCHEDULES)}")
+    warmup_frac: float = _f(0.2, "share of steps spent warming up linearly from 1e-6")
+    final_lr_ratio: float = _f(1e-4, "cosine decays to max_lr x this")
+    lookahead_sync: int = _f(6, "Lookahead: sync period k (ranger)")
+    lookahead_alpha: float = _f(0.5, "Lookahead: slow-weights step alpha (ranger)")
+    label_smoothing: float = _f(0.0, "label smoothing on the soft targets")
+    head_weights: tuple[float, float, float] = _f((2.0, 1.0, 1.0), "loss weights root,vowel,consonant")
+    # --- augmentation -----------------------------------------------------------------------
+    mixup_alpha: float = _f(-1.0, "MixUp Beta(alpha, alpha) concentration; <= 0 disables")
+    cutmix_alpha: float = _f(-1.0, "CutMix Beta(alpha, alpha) concentration; <= 0 disables")
+    mix_prob: float = _f(1.0, "probability a batch is mixed at all (when an alpha > 0)")
+    cutmix_share: float = _f(0.5, "when both alphas > 0: share of mixed batches that use CutMix")
+    # --- numerics and execution -------------------------------------------------------------
+    mixed_precision: str = _f("float32", f"{', '.join(PRECISIONS)}; auto: bfloat16 on TPU, float16 on GPU")
+    loss_scale: float = _f(2.0**15, "initial dynamic loss scale (float16 only)")
+    loss_scale_growth: int = _f(2000, "finite steps before the loss scale doubles (float16 only)")
+    jit_compile: str = _f("auto", "XLA for the model step: auto (on for TPU/GPU, off on CPU), on, off")
+    steps_per_loop: int = _f(50, "optimizer steps per tf.function call (host loop)")
+    strategy: str = _f("auto", f"{', '.join(STRATEGIES)}; cpu splits the CPU into --cpu-replicas")
+    cpu_replicas: int = _f(1, "logical CPU devices for --strategy cpu (tests a TPU's replica path)")
+    tpu: str = _f("", "TPU name or 'local' for a TPU VM (default: $TPU_NAME or local)")
+    seed: int = _f(42, "seed for weights, data order and augmentation")
+    # --- loop, logging, output --------------------------------------------------------------
+    checkpoint_interval: int = _f(500, "steps between evaluation + checkpoint")
+    log_interval: int = _f(50, "steps between progress lines")
+    eval_batches: int = _f(0, "validation batches per evaluation (0: the whole split)")
+    output_dir: str = _f("runs", "parent dir of the run dir (local or gs://)")
+    output_suffix: str = _f("", "appended to the run name (seed flag)")
+    run_name: str = _f("", "run dir name (default: arch + resize + suffix)")
+    keep_checkpoints: int = _f(3, "checkpoints kept by the CheckpointManager")
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+        _validate(self)
+
+    # --- derived ------------------------------------------------------------------------------
+    @property
+    def optimizer_name(self) -> str:
+        """The optimizer actually used (`--radam` is the seed's spelling of `--optimizer radam`)."""
+        return "radam" if self.radam and self.optimizer == "adamw" else self.optimizer
+
+    @property
+    def run_dir(self) -> str:
+        name = self.run_name or f"{self.arch}_{self.resize[0]}x{self.resize[1]}{self.output_suffix}"
+        return os.path.join(self.output_dir, name)
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return not self.train_folder
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return from_dict({**to_dict(self), **changes})
+
+
+# ------------------------------------------------------------------------------------------------
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def field_type(name: str) -> Any:
+    return _HINTS[name]
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a value from YAML/CLI/Ray to the field's type, or raise a one-line UserError."""
+    hint = _HINTS[name]
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            item_types = typing.get_args(hint)
+            if isinstance(value, str):
+                value = [v for v in value.replace("x", ",").split(",") if v.strip()]
+            if not isinstance(value, Sequence) or len(value) != len(item_types):
+                raise UserError(f"{name} needs {len(item_types)} comma-separated values, got {value!r}")
+            return tuple(t(_num(v, t)) for t, v in zip(item_types, value, strict=True))
+        if hint is bool:
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                return False
+            if isinstance(value, bool | int) and value in (0, 1):
+                return bool(value)
+            raise UserError(f"{name} must be true or false, got {value!r}")
+        if hint is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float) and not value.is_integer():
+                raise UserError(f"{name} must be an integer, got {value!r}")
+            return int(_num(value, int))
+        if hint is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except UserError:
+        raise
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be {_type_name(hint)}, got {value!r}") from None
+    raise AssertionError(f"unhandled type {hint} for {name}")
+
+
+def _num(v: Any, t: type) -> Any:
+    if isinstance(v, str):
+        v = v.strip()
+        return t(float(v)) if t is int and ("e" in v.lower() or "." in v) else t(v)
+    return v
+
+
+def _type_name(hint: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def _coerce_fields(cfg: TrainConfig) -> None:
+    for name in FIELDS:
+        object.__setattr__(cfg, name, _coerce(name, getattr(cfg, name)))
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise UserError(msg)
+
+
+def _validate(c: TrainConfig) -> None:
+    _check(c.arch in ARCHS, f"arch {c.arch!r} is not one of {', '.join(ARCHS)}")
+    _check(c.optimizer in OPTIMIZERS, f"optimizer {c.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    _check(not (c.radam and c.optimizer not in ("adamw", "radam")), "--radam contradicts --optimizer")
+    _check(c.schedule in SCHEDULES, f"schedule {c.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    _check(c.mixed_precision in PRECISIONS, f"mixed_precision must be one of {', '.join(PRECISIONS)}")
+    _check(c.jit_compile in JIT_MODES, f"jit_compile must be one of {', '.join(JIT_MODES)}")
+    _check(c.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}")
+    _check(all(16 <= s <= 1024 for s in c.resize), f"resize {c.resize} out of range: each side 16..1024")
+    for name in (
+        "batch_size",
+        "grad_accum",
+        "steps",
+        "steps_per_loop",
+        "checkpoint_interval",
+        "log_interval",
+        "cpu_replicas",
+        "lookahead_sync",
+        "keep_checkpoints",
+    ):
+        _check(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
+    for name in ("eval_batches", "weight_decay", "shuffle_buffer"):
+        _check(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
+    _check(c.synthetic_rows >= 100, f"synthetic_rows must be >= 100, got {c.synthetic_rows}")
+    _check(0 < c.max_lr <= 10, f"max_lr must be in (0, 10], got {c.max_lr}")
+    _check(0 <= c.dropout < 1, f"dropout must be in [0, 1), got {c.dropout}")
+    _check(0 <= c.warmup_frac < 1, f"warmup_frac must be in [0, 1), got {c.warmup_frac}")
+    _check(0 < c.final_lr_ratio <= 1, f"final_lr_ratio must be in (0, 1], got {c.final_lr_ratio}")
+    _check(0 < c.lookahead_alpha <= 1, f"lookahead_alpha must be in (0, 1], got {c.lookahead_alpha}")
+    _check(0 <= c.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
+    _check(0 <= c.mix_prob <= 1, f"mix_prob must be in [0, 1], got {c.mix_prob}")
+    _check(0 <= c.cutmix_share <= 1, f"cutmix_share must be in [0, 1], got {c.cutmix_share}")
+    _check(c.mixup_alpha <= 100 and c.cutmix_alpha <= 100, "mixup/cutmix alpha must be <= 100")
+    _check(
+        all(w >= 0 for w in c.head_weights) and sum(c.head_weights) > 0,
+        f"head_weights must be >= 0 and not all 0, got {c.head_weights}",
+    )
+    _check(c.loss_scale >= 1 and c.loss_scale_growth >= 1, "loss_scale and loss_scale_growth must be >= 1")
+    _check(c.weights == "" or c.arch not in ("tiny", "small"), "--weights is for EfficientNet archs only")
+    _check(
+        bool(c.train_folder) == bool(c.valid_folder),
+        "give both --train-folder and --valid-folder, or neither (synthetic default)",
+    )
+    _check(c.checkpoint_interval % 1 == 0 and c.steps >= 1, "steps must be >= 1")
+
+
+# ------------------------------------------------------------------------------------------------
+def unknown_field_error(name: str) -> UserError:
+    close = difflib.get_close_matches(name, FIELDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UserError(f"unknown TrainConfig field {name!r}{hint}")
+
+
+def from_dict(values: Mapping[str, Any]) -> TrainConfig:
+    """Build a config from plain values (YAML, Ray params); unknown keys are an error with a hint."""
+    clean = {}
+    for k, v in values.items():
+        key = k.replace("-", "_")
+        if key not in FIELDS:
+            raise unknown_field_error(k)
+        clean[key] = v
+    return TrainConfig(**clean)
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain YAML-able values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a YAML mapping of TrainConfig fields (e.g. the best config a search wrote)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of TrainConfig fields, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(cfg: TrainConfig, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per field; defaults stay None so only flags actually given override."""
+    parser.add_argument("--config", help="YAML file of TrainConfig fields; flags override it")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = _HINTS[f.name]
+        help_text = f"{f.metadata['help']} (default: {_show(f.default)})"
+        if hint is bool:
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
+        elif f.name == "mixed_precision":
+            # The seed's `--mixed-precision` was a switch: bare flag means 'auto'.
+            parser.add_argument(flag, nargs="?", const="auto", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, default=None, metavar=f.name.upper(), help=help_text)
+
+
+def _show(v: Any) -> str:
+    return ",".join(str(x) for x in v) if isinstance(v, tuple) else repr(v)
+
+
+def from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    for name in FIELDS:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    return from_dict(values)
