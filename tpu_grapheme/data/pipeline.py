@@ -1,0 +1,246 @@
+"""tf.data input pipeline: TFRecord shards (ours or the seed's) -> normalised, resized batches.
+
+files (sharded per input pipeline) -> parallel interleaved reads -> [shuffle + repeat] -> batch ->
+vectorised parse/decode -> resize (antialiased bilinear: keeps thin strokes when shrinking) ->
+normalise (ink bright) -> prefetch. Parsing after batching lets raw and seed records decode with
+one op per batch instead of one per image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from collections.abc import Iterable, Iterator
+
+import tensorflow as tf
+
+from tpu_grapheme.data import tfrecord
+from tpu_grapheme.data.schema import HEIGHT, WIDTH
+from tpu_grapheme.errors import UserError
+
+# Mean / std of the inverted images scaled to [0, 1] (the seed's constants; shared with inference).
+MEAN = 0.053
+STD = 0.165
+MANIFEST = "manifest.json"
+READ_BUFFER_BYTES = 8 << 20
+MAX_CYCLE = 16
+
+
+def normalize(images: tf.Tensor) -> tf.Tensor:
+    """uint8/float pixels as in the parquet (dark ink) -> float32 `((255 - x) / 255 - MEAN) / STD`."""
+    x = tf.cast(images, tf.float32)
+    return ((255.0 - x) / 255.0 - MEAN) / STD
+
+
+def _dirname(path: str) -> str:
+    return posixpath.dirname(path) if "://" in path else os.path.dirname(path)
+
+
+def _join(d: str, name: str) -> str:
+    return posixpath.join(d, name) if "://" in d else os.path.join(d, name)
+
+
+def _manifest(directory: str) -> dict | None:
+    path = _join(directory, MANIFEST)
+    if not tf.io.gfile.exists(path):
+        return None
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def list_shards(pattern: str) -> list[str]:
+    """Shard files of a glob, or of a directory (its manifest's shards, else `*.tfrec`); never partials."""
+    pattern = pattern.rstrip("/") if pattern not in ("", "/") else pattern
+    if not pattern:
+        raise UserError("empty TFRecord file pattern")
+    try:
+        if tf.io.gfile.isdir(pattern):
+            m = _manifest(pattern)
+            if m is not None:
+                files = [_join(pattern, s["file"]) for s in m.get("shards", [])]
+                missing = [f for f in files if not tf.io.gfile.exists(f)]
+                if missing:
+                    raise UserError(f"shard listed in {MANIFEST} is missing: {missing[0]}")
+            else:
+                files = tf.io.gfile.glob(_join(pattern, "*.tfrec"))
+        else:
+            files = tf.io.gfile.glob(pattern)
+    except tf.errors.OpError as e:
+        raise UserError(f"cannot list {pattern}: {e.message.splitlines()[0]}") from None
+    files = sorted(
+        f for f in files if not f.endswith((tfrecord.PARTIAL_SUFFIX, ".json")) and not tf.io.gfile.isdir(f)
+    )
+    if not files:
+        raise UserError(f"no TFRecord files match {pattern}")
+    return files
+
+
+def check_shards(files: list[str]) -> tfrecord.RecordFormat:
+    """Cheap up-front check of every shard (first record, manifest size); returns their common format."""
+    sizes = {}
+    for d in {_dirname(f) for f in files}:
+        m = _manifest(d)
+        if m:
+            sizes.update({_join(d, s["file"]): s.get("bytes") for s in m.get("shards", [])})
+    formats = {}
+    for f in files:
+        fmt = tfrecord.detect_format(f)
+        if fmt is None:
+            raise UserError(f"empty TFRecord shard: {f}")
+        want = sizes.get(f)
+        if want is not None and tf.io.gfile.stat(f).length != want:
+            raise UserError(
+                f"corrupt TFRecord shard {f}: {tf.io.gfile.stat(f).length} bytes, manifest says {want}"
+            )
+        formats[f] = fmt
+    kinds = set(formats.values())
+    if len(kinds) > 1:
+        a, b = sorted(kinds, key=str)[:2]
+        fa = next(f for f, k in formats.items() if k == a)
+        fb = next(f for f, k in formats.items() if k == b)
+        raise UserError(
+            f"shards mix formats: {fa} is {a.image_format}/{a.compression or 'none'}, {fb} is {b.image_format}/{b.compression or 'none'}"
+        )
+    return kinds.pop()
+
+
+def count_records(pattern: str) -> int:
+    """Number of records: from manifest.json, else seed-style `NN-COUNT.tfrec` names, else by reading."""
+    files = list_shards(pattern)
+    counts: dict[str, int] = {}
+    for d in {_dirname(f) for f in files}:
+        m = _manifest(d)
+        if m:
+            counts.update({_join(d, s["file"]): int(s["count"]) for s in m.get("shards", [])})
+    total = 0
+    for f in files:
+        n = counts.get(f, tfrecord.seed_name_count(f))
+        if n is None:
+            fmt = tfrecord.detect_format(f)
+            n = 0 if fmt is None else _count_file(f, fmt.compression)
+        total += n
+    return total
+
+
+def _count_file(path: str, compression: str) -> int:
+    try:
+        ds = tf.data.TFRecordDataset(path, compression_type=compression)
+        return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        raise UserError(f"corrupt TFRecord shard {path}: {e.message.splitlines()[0]}") from None
+
+
+def _resize(images: tf.Tensor, resize: tuple[int, int] | None) -> tf.Tensor:
+    """[B, H, W, 1] -> [B, h, w, 1]; antialiased bilinear (area-like when shrinking), skipped at full size."""
+    if resize is None or tuple(resize) == (HEIGHT, WIDTH):
+        return images
+    h, w = int(resize[0]), int(resize[1])
+    if h < 1 or w < 1:
+        raise UserError(f"resize must be two positive ints, got {resize}")
+    return tf.image.resize(tf.cast(images, tf.float32), (h, w), method="bilinear", antialias=True)
+
+
+def build_dataset(
+    pattern: str,
+    *,
+    batch_size: int,
+    resize: tuple[int, int] | None = (HEIGHT, WIDTH),
+    training: bool,
+    seed: int = 0,
+    deterministic: bool = False,
+    input_context: tf.distribute.InputContext | None = None,
+    shuffle_buffer: int = 4096,
+    repeat: int | None = None,
+    normalized: bool = True,
+    drop_remainder: bool = True,
+) -> tf.data.Dataset:
+    """Batches `(images [B, H, W, 1], labels int32 [B, 3])`; B is the per-replica batch.
+
+    images: float32 normalised (`normalize`) by default; with `normalized=False` the parquet's pixels
+    (uint8 when not resized). `repeat=None` repeats forever when training, once otherwise.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    files = list_shards(pattern)
+    fmt = check_shards(files)
+    n_pipes, pipe_id = 1, 0
+    if input_context is not None:
+        n_pipes, pipe_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+    shard_files = n_pipes > 1 and len(files) >= n_pipes
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shard_files:
+        ds = ds.shard(n_pipes, pipe_id)
+    n_files = len(files) // n_pipes if shard_files else len(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=fmt.compression, buffer_size=READ_BUFFER_BYTES),
+        cycle_length=max(1, min(n_files, MAX_CYCLE)),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if n_pipes > 1 and not shard_files:
+        ds = ds.shard(n_pipes, pipe_id)  # fewer files than pipelines: split by record
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    epochs = repeat if repeat is not None else (-1 if training else 1)
+    if epochs != 1:
+        ds = ds.repeat(epochs)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def decode(serialized):
+        images, labels = tfrecord.parse_batch(serialized, fmt.image_format)
+        images = _resize(images[..., None], resize)
+        if normalized:
+            images = normalize(images)
+        return images, labels
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    opts = tf.data.Options()
+    opts.deterministic = deterministic
+    if input_context is not None:
+        opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(opts)
+
+
+def find_corrupt_shard(files: Iterable[str]) -> tuple[str, str] | None:
+    """Read every shard fully; the first that fails and its error line, else None (error path only)."""
+    for f in files:
+        try:
+            fmt = tfrecord.detect_format(f)
+        except UserError as e:
+            return f, str(e)
+        if fmt is None:
+            continue
+        ds = tf.data.TFRecordDataset(f, compression_type=fmt.compression).batch(256)
+        ds = ds.map(lambda s, fmt=fmt: tfrecord.parse_batch(s, fmt.image_format))
+        try:
+            for _ in ds:
+                pass
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            return f, e.message.splitlines()[0]
+    return None
+
+
+def checked_iterator(dataset: Iterable, pattern: str | None = None) -> Iterator:
+    """Iterate `dataset`; a corrupt record becomes a UserError naming the shard (found on the error path)."""
+    it = iter(dataset)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            bad = find_corrupt_shard(list_shards(pattern)) if pattern else None
+            if bad:
+                raise UserError(f"corrupt TFRecord shard {bad[0]}: {bad[1]}") from None
+            where = f" in {pattern}" if pattern else ""
+            raise UserError(f"corrupt TFRecord data{where}: {e.message.splitlines()[0]}") from None
+        yield item

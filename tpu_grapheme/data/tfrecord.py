@@ -1,0 +1,255 @@
+"""TFRecord formats: encode/parse our shards and the seed's, detect which one a file holds.
+
+Our format (one `tf.train.Example` per image): `image_id` bytes, `image` bytes (the 137x236 uint8
+pixels exactly as in the parquet, dark ink on light), `labels` int64 [root, vowel, consonant].
+`image` is raw bytes by default or PNG (`image_format="png"`); records are uncompressed by default.
+
+The seed's format: GZIP files `NN-COUNT.tfrec`, `image` = Int64List of 32,332 pixels stored inverted
+(255 - pixel), `labels` = Int64List [3]. Parsing the seed format un-inverts, so both formats parse to
+the parquet's pixels and the pipeline treats them alike.
+
+Format and compression are read from the first record of a file, never from a flag.
+
+Measured (benchmarks/data_throughput.py --codec, 2-core CPU, 512 images 137x236 of a Kaggle-like
+noisy background with strokes; parse+decode in tf.data, one thread):
+    raw,  no compression:  32.4 KB/image, decode ~33,000 img/s
+    raw,  GZIP records:    ~19 KB/image,  decode ~6,500 img/s
+    PNG,  no compression:  ~21 KB/image,  decode ~3,300 img/s
+    seed (Int64List,GZIP): ~26 KB/image,  decode ~1,800 img/s
+Choice: raw bytes, uncompressed. PNG saves ~35 % of the bytes on noisy scans but costs ~10x the
+decode CPU; on a TPU VM the host CPU feeding 8 cores is the scarce resource, while GCS bandwidth
+(~32 KB x 3,000 img/s = 100 MB/s) is not. `prepare --image-format png` stays available for small disks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tpu_grapheme.data.schema import HEIGHT, NUM_PIXELS, WIDTH
+from tpu_grapheme.errors import UserError
+
+RAW = "raw"
+PNG = "png"
+SEED = "seed"
+IMAGE_FORMATS = (RAW, PNG)
+COMPRESSIONS = ("", "GZIP", "ZLIB")
+PARTIAL_SUFFIX = ".partial"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_SEED_NAME = re.compile(r"(?:^|/)(\d+)-(\d+)\.tfrec$")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordFormat:
+    """What a shard holds: `image_format` in raw/png/seed and the TFRecord compression."""
+
+    image_format: str
+    compression: str
+
+
+# ---------------------------------------------------------------------------------- encoding
+def _bytes(v: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+
+def _ints(v: Iterable[int]) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.shape != (HEIGHT, WIDTH) or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [{HEIGHT},{WIDTH}], got {image.dtype} {image.shape}")
+    return image
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG of one uint8 [H, W] image."""
+    return tf.io.encode_png(_check_image(image)[..., None], compression=6).numpy()
+
+
+def encode_example(
+    image_id: str, image: np.ndarray, labels: Sequence[int], *, image_format: str = RAW
+) -> bytes:
+    """One serialized Example in our format."""
+    if image_format == RAW:
+        data = _check_image(image).tobytes()
+    elif image_format == PNG:
+        data = encode_png(image)
+    else:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    feats = {"image_id": _bytes(str(image_id).encode()), "image": _bytes(data), "labels": _ints(labels)}
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def encode_seed_example(image: np.ndarray, labels: Sequence[int]) -> bytes:
+    """One serialized Example in the seed's format (pixels inverted, Int64List)."""
+    inv = 255 - _check_image(image).astype(np.int64).reshape(-1)
+    feats = {"image": _ints(inv), "labels": _ints(labels)}
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+class ShardWriter:
+    """Write one TFRecord file under a `.partial` name; `close()` renames it into place.
+
+    An interrupted run leaves only `*.partial` files, which readers skip, never a shard that looks whole.
+    """
+
+    def __init__(self, path: str, *, compression: str = ""):
+        self.path = path
+        self.tmp_path = f"{path}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+        self.count = 0
+        opts = tf.io.TFRecordOptions(compression_type=compression)
+        self._writer = tf.io.TFRecordWriter(self.tmp_path, opts)
+
+    def write(self, record: bytes) -> None:
+        self._writer.write(record)
+        self.count += 1
+
+    def close(self) -> None:
+        """Finish the file and rename it to its final name."""
+        self._writer.close()
+        tf.io.gfile.rename(self.tmp_path, self.path, overwrite=True)
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        self._writer.close()
+        if tf.io.gfile.exists(self.tmp_path):
+            tf.io.gfile.remove(self.tmp_path)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_seed_shards(
+    out_dir: str, images: np.ndarray, labels: np.ndarray, *, per_shard: int = 10_000
+) -> list[str]:
+    """Write the seed's shards (`NN-COUNT.tfrec`, GZIP); used by tests and for compatibility checks."""
+    tf.io.gfile.makedirs(out_dir)
+    paths = []
+    for shard, start in enumerate(range(0, len(images), per_shard)):
+        part = range(start, min(start + per_shard, len(images)))
+        path = os.path.join(out_dir, f"{shard:02d}-{len(part)}.tfrec")
+        with ShardWriter(path, compression="GZIP") as w:
+            for i in part:
+                w.write(encode_seed_example(images[i], labels[i]))
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------- detection
+def seed_name_count(path: str) -> int | None:
+    """COUNT from a seed-style `NN-COUNT.tfrec` name, else None."""
+    m = _SEED_NAME.search(path)
+    return int(m.group(2)) if m else None
+
+
+def _first_record(path: str, compression: str) -> bytes | None:
+    ds = tf.data.TFRecordDataset(path, compression_type=compression)
+    try:
+        for rec in ds.take(1):
+            return rec.numpy()
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError):
+        return None
+    return b""  # an empty file is a valid, empty TFRecord file
+
+
+def _guess_compression(path: str) -> list[str]:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        head = f.read(2)
+    if head == b"\x1f\x8b":
+        return ["GZIP", "", "ZLIB"]
+    if head[:1] == b"\x78":
+        return ["ZLIB", "", "GZIP"]
+    return ["", "GZIP", "ZLIB"]
+
+
+def image_format_of(record: bytes) -> str:
+    """raw / png / seed, from one serialized Example."""
+    try:
+        ex = tf.train.Example.FromString(record)
+    except Exception:  # noqa: BLE001 - protobuf raises its own DecodeError
+        return ""
+    feats = ex.features.feature
+    if "image" not in feats or "labels" not in feats or len(feats["labels"].int64_list.value) != 3:
+        return ""
+    image = feats["image"]
+    if len(image.int64_list.value) == NUM_PIXELS:
+        return SEED
+    if len(image.bytes_list.value) == 1:
+        data = image.bytes_list.value[0]
+        if data.startswith(_PNG_MAGIC):
+            return PNG
+        if len(data) == NUM_PIXELS:
+            return RAW
+    return ""
+
+
+def detect_format(path: str) -> RecordFormat | None:
+    """Read the first record of `path`; None for an empty file. Unreadable -> UserError naming it."""
+    if not tf.io.gfile.exists(path):
+        raise UserError(f"TFRecord shard not found: {path}")
+    if tf.io.gfile.stat(path).length == 0:
+        return None
+    for compression in _guess_compression(path):
+        rec = _first_record(path, compression)
+        if rec:
+            fmt = image_format_of(rec)
+            if fmt:
+                return RecordFormat(fmt, compression)
+            raise UserError(f"{path}: records are not grapheme Examples (need 'image' and 'labels' features)")
+    raise UserError(f"{path}: corrupt or not a TFRecord file")
+
+
+# ---------------------------------------------------------------------------------- parsing
+_LABELS = tf.io.FixedLenFeature([3], tf.int64)
+
+
+def parse_batch(serialized: tf.Tensor, image_format: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """Serialized Examples [B] -> (images uint8 [B, H, W] as in the parquet, labels int32 [B, 3])."""
+    if image_format == SEED:
+        spec = {"image": tf.io.FixedLenFeature([NUM_PIXELS], tf.int64), "labels": _LABELS}
+        ex = tf.io.parse_example(serialized, spec)
+        images = tf.cast(255 - ex["image"], tf.uint8)
+    else:
+        spec = {"image": tf.io.FixedLenFeature([], tf.string), "labels": _LABELS}
+        ex = tf.io.parse_example(serialized, spec)
+        if image_format == RAW:
+            images = tf.io.decode_raw(ex["image"], tf.uint8, fixed_length=NUM_PIXELS)
+        elif image_format == PNG:
+            images = tf.map_fn(
+                lambda b: tf.reshape(tf.io.decode_png(b, channels=1), [NUM_PIXELS]),
+                ex["image"],
+                fn_output_signature=tf.TensorSpec([NUM_PIXELS], tf.uint8),
+            )
+        else:
+            raise ValueError(f"unknown image format {image_format!r}")
+    images = tf.reshape(images, [-1, HEIGHT, WIDTH])
+    return images, tf.cast(ex["labels"], tf.int32)
+
+
+def parse_single(serialized: tf.Tensor, image_format: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """One serialized Example -> (image uint8 [H, W], labels int32 [3])."""
+    images, labels = parse_batch(tf.reshape(serialized, [1]), image_format)
+    return images[0], labels[0]
+
+
+def read_ids(path: str, compression: str = "") -> list[str]:
+    """image_id of every record of one of our shards (tests, debugging)."""
+    spec = {"image_id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    ds = tf.data.TFRecordDataset(path, compression_type=compression).map(
+        lambda s: tf.io.parse_single_example(s, spec)
+    )
+    return [x["image_id"].numpy().decode() for x in ds]

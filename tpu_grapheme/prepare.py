@@ -1,0 +1,219 @@
+"""Split CSV + Kaggle image parquets -> shuffled, sharded TFRecords with a manifest.json.
+
+`python -m tpu_grapheme.prepare SPLIT.csv OUT_DIR [--parquet-pattern GLOB] [--shard-mb 100]`.
+Two passes keep memory bounded while still shuffling globally: rows get a seeded random position,
+pass 1 streams parquet batches and appends each encoded record to a local spill file of its shard,
+pass 2 loads one spill (one shard, ~shard-mb) at a time, orders it by position and writes the final
+shard under a `.partial` name, renamed when complete. The manifest is written last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import posixpath
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from tpu_grapheme.data import kaggle, tfrecord
+from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_PIXELS, WIDTH
+from tpu_grapheme.errors import UserError, cli_main
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+_RECORD_OVERHEAD = 80  # Example framing + image_id + labels, bytes
+
+
+def _join(d: str, name: str) -> str:
+    return posixpath.join(d, name) if "://" in d else os.path.join(d, name)
+
+
+def _check_ids(df, files: list[str]) -> None:
+    """Every CSV image_id must be in some parquet; name a few that are not."""
+    have: set[str] = set()
+    for f in files:
+        have.update(kaggle.parquet_ids(f))
+    missing = df.loc[~df["image_id"].isin(have), "image_id"].tolist()
+    if missing:
+        few = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise UserError(f"{len(missing)} image_id(s) of the CSV are in no parquet file: {few}")
+
+
+def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
+    tf.io.gfile.makedirs(out_dir)
+    old = [
+        n for n in tf.io.gfile.listdir(out_dir) if n.endswith((".tfrec", MANIFEST, tfrecord.PARTIAL_SUFFIX))
+    ]
+    if old and not overwrite:
+        raise UserError(f"{out_dir} already holds shards ({old[0]}, ...); pass --overwrite to replace them")
+    for name in old:
+        tf.io.gfile.remove(_join(out_dir, name))
+
+
+def prepare(
+    split_csv: str,
+    out_dir: str,
+    *,
+    parquet_pattern: str | None = None,
+    shard_mb: float = 100.0,
+    shuffle_seed: int = 0,
+    image_format: str = tfrecord.RAW,
+    batch_rows: int = 1024,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Write the TFRecord shards of one split; returns the manifest (also saved as manifest.json)."""
+    if shard_mb <= 0:
+        raise UserError(f"--shard-mb must be > 0, got {shard_mb}")
+    if image_format not in tfrecord.IMAGE_FORMATS:
+        raise UserError(f"--image-format must be one of {', '.join(tfrecord.IMAGE_FORMATS)}")
+    df = kaggle.read_train_csv(split_csv)
+    if len(df) == 0:
+        raise UserError(f"{split_csv}: no rows")
+    pattern = parquet_pattern or os.path.join(
+        os.path.dirname(os.path.abspath(split_csv)), "train_image_data_*.parquet"
+    )
+    files = kaggle.parquet_files(pattern)
+    _check_ids(df, files)
+    _prepare_out_dir(out_dir, overwrite)
+
+    n = len(df)
+    position = np.empty(n, np.int64)
+    position[np.random.default_rng(shuffle_seed).permutation(n)] = np.arange(n)
+    row_of = {image_id: i for i, image_id in enumerate(df["image_id"])}
+    labels = df[list(HEAD_NAMES)].to_numpy(np.int64)
+    written = np.zeros(n, bool)
+    per_shard = num_shards = 0
+    spills: list[tfrecord.ShardWriter] = []
+    slots: list[list[int]] = []
+    bar = tqdm(total=n, unit="img", desc="encode", disable=not progress, smoothing=0.1)
+    with tempfile.TemporaryDirectory(prefix="tpu_grapheme_prepare_") as spill_dir:
+        try:
+            for path in files:
+                for ids, images in kaggle.iter_parquet_images(path, batch_rows=batch_rows):
+                    rows = [row_of.get(i, -1) for i in ids]
+                    if not per_shard:  # size records from the first batch (PNG sizes vary)
+                        sample = [
+                            len(
+                                tfrecord.encode_example(
+                                    ids[k], images[k], labels[max(r, 0)], image_format=image_format
+                                )
+                            )
+                            for k, r in enumerate(rows[:16])
+                        ]
+                        rec_bytes = float(np.mean(sample)) if sample else NUM_PIXELS + _RECORD_OVERHEAD
+                        per_shard = max(1, int(shard_mb * 1e6 // rec_bytes))
+                        num_shards = math.ceil(n / per_shard)
+                        per_shard = math.ceil(n / num_shards)  # even shards
+                        spills = [
+                            tfrecord.ShardWriter(os.path.join(spill_dir, f"{s}.spill"))
+                            for s in range(num_shards)
+                        ]
+                        slots = [[] for _ in range(num_shards)]
+                    for k, r in enumerate(rows):
+                        if r < 0 or written[r]:  # not in this split, or a duplicate across parquets
+                            continue
+                        written[r] = True
+                        shard = int(position[r] // per_shard)
+                        rec = tfrecord.encode_example(ids[k], images[k], labels[r], image_format=image_format)
+                        spills[shard].write(rec)
+                        slots[shard].append(int(position[r]))
+                        bar.update(1)
+            for w in spills:
+                w.close()
+            bar.close()
+            shards = _write_shards(spill_dir, out_dir, slots, progress)
+        except BaseException:
+            for w in spills:
+                if tf.io.gfile.exists(w.tmp_path):
+                    w.abort()
+            raise
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "format": "tpu_grapheme",
+        "image_format": image_format,
+        "compression": "",
+        "height": HEIGHT,
+        "width": WIDTH,
+        "labels": list(HEAD_NAMES),
+        "total": int(sum(s["count"] for s in shards)),
+        "total_bytes": int(sum(s["bytes"] for s in shards)),
+        "shards": shards,
+        "source_csv": split_csv,
+        "parquet_pattern": pattern,
+        "shuffle_seed": shuffle_seed,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    tmp = _join(out_dir, MANIFEST + tfrecord.PARTIAL_SUFFIX)
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    tf.io.gfile.rename(tmp, _join(out_dir, MANIFEST), overwrite=True)
+    return manifest
+
+
+def _write_shards(spill_dir: str, out_dir: str, slots: list[list[int]], progress: bool) -> list[dict]:
+    """Pass 2: each spill in position order -> final shard `NNN-COUNT.tfrec` (temp name, then rename)."""
+    shards = []
+    for s in tqdm(range(len(slots)), unit="shard", desc="write", disable=not progress):
+        spill = os.path.join(spill_dir, f"{s}.spill")
+        records = [r.numpy() for r in tf.data.TFRecordDataset(spill)]
+        name = f"{s:03d}-{len(records)}.tfrec"
+        path = _join(out_dir, name)
+        with tfrecord.ShardWriter(path) as w:
+            for i in np.argsort(slots[s], kind="stable"):
+                w.write(records[i])
+        os.remove(spill)
+        shards.append({"file": name, "count": len(records), "bytes": int(tf.io.gfile.stat(path).length)})
+    return shards
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tpu_grapheme.prepare", description=__doc__.splitlines()[0])
+    p.add_argument("split_csv", help="train.csv or a train_split_i.csv / valid_split_i.csv")
+    p.add_argument("out_dir", help="output directory (local or gs://)")
+    p.add_argument(
+        "--parquet-pattern",
+        default=None,
+        help="image parquets (default: train_image_data_*.parquet beside the CSV)",
+    )
+    p.add_argument("--shard-mb", type=float, default=100.0, help="target shard size in MB (default 100)")
+    p.add_argument("--shuffle-seed", type=int, default=0, help="seed of the row shuffle (default 0)")
+    p.add_argument(
+        "--image-format", choices=tfrecord.IMAGE_FORMATS, default=tfrecord.RAW, help="raw (default) or png"
+    )
+    p.add_argument(
+        "--batch-rows", type=int, default=1024, help="parquet rows decoded at a time (memory bound)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace shards already in OUT_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    m = prepare(
+        args.split_csv,
+        args.out_dir,
+        parquet_pattern=args.parquet_pattern,
+        shard_mb=args.shard_mb,
+        shuffle_seed=args.shuffle_seed,
+        image_format=args.image_format,
+        batch_rows=args.batch_rows,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {m['total']} images in {len(m['shards'])} shard(s), {m['total_bytes'] / 1e6:.1f} MB, to {args.out_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()
