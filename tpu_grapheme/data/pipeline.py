@@ -178,15 +178,19 @@ def build_dataset(
     n_files = len(files) // n_pipes if shard_files else len(files)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    by_record = n_pipes > 1 and not shard_files  # fewer files than pipelines: split each file's records
+
+    def read(f):
+        records = tf.data.TFRecordDataset(f, compression_type=fmt.compression, buffer_size=READ_BUFFER_BYTES)
+        return records.shard(n_pipes, pipe_id) if by_record else records
+
     ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type=fmt.compression, buffer_size=READ_BUFFER_BYTES),
+        read,
         cycle_length=max(1, min(n_files, MAX_CYCLE)),
         block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )
-    if n_pipes > 1 and not shard_files:
-        ds = ds.shard(n_pipes, pipe_id)  # fewer files than pipelines: split by record
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     epochs = repeat if repeat is not None else (-1 if training else 1)

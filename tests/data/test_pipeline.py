@@ -1,0 +1,188 @@
+"""tf.data pipeline: pixel-exact round trips (ours and seed's shards), shapes, determinism, sharding, errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tpu_grapheme import prepare
+from tpu_grapheme.data import pipeline, tfrecord
+from tpu_grapheme.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def ours(kaggle_dir, tmp_path_factory):
+    """Our shards (3 of 8 records) of the 24-row fixture."""
+    d, df, images = kaggle_dir
+    out = str(tmp_path_factory.mktemp("ours"))
+    prepare.prepare(os.path.join(d, "train.csv"), out, shard_mb=0.26, progress=False, overwrite=True)
+    return out, df, images
+
+
+@pytest.fixture(scope="module")
+def seed_dir(kaggle_dir, tmp_path_factory):
+    """The seed's GZIP shards `NN-COUNT.tfrec` of the same images."""
+    _, df, images = kaggle_dir
+    out = str(tmp_path_factory.mktemp("seed"))
+    stack = np.stack([images[i] for i in df["image_id"]])
+    tfrecord.write_seed_shards(
+        out, stack, df[["grapheme_root", "vowel_diacritic", "consonant_diacritic"]].to_numpy(), per_shard=10
+    )
+    return out, df, images
+
+
+def _raw(pattern, **kw):
+    kw = {
+        "batch_size": 5,
+        "resize": None,
+        "training": False,
+        "normalized": False,
+        "drop_remainder": False,
+        **kw,
+    }
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in pipeline.build_dataset(pattern, **kw)], strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _expected(df, images):
+    labels = df[["grapheme_root", "vowel_diacritic", "consonant_diacritic"]].to_numpy()
+    return {images[i].tobytes(): tuple(lb) for i, lb in zip(df["image_id"], labels, strict=True)}
+
+
+@pytest.mark.parametrize("which", ["ours", "seed_dir"])
+def test_round_trip_pixel_exact(which, request):
+    out, df, images = request.getfixturevalue(which)
+    x, y = _raw(out)
+    assert x.dtype == np.uint8 and x.shape == (len(df), 137, 236, 1) and y.dtype == np.int32
+    got = {img[..., 0].tobytes(): tuple(lb) for img, lb in zip(x, y, strict=True)}
+    assert got == _expected(df, images)
+
+
+def test_normalised_resized_batches(ours):
+    out, _, _ = ours
+    ds = pipeline.build_dataset(out, batch_size=4, resize=(64, 112), training=True, seed=1)
+    assert ds.element_spec[0].shape == (4, 64, 112, 1) and ds.element_spec[0].dtype == tf.float32
+    assert ds.element_spec[1].shape == (4, 3) and ds.element_spec[1].dtype == tf.int32
+    batches = list(ds.take(7))  # more than one epoch: training repeats
+    assert len(batches) == 7
+    full = pipeline.build_dataset(out, batch_size=5, training=False, resize=None, deterministic=True)
+    ((x, _),) = list(full.take(1))
+    raw, _ = _raw(out, deterministic=True)
+    np.testing.assert_allclose(x.numpy(), pipeline.normalize(raw[:5]).numpy(), rtol=1e-6)
+    assert len(list(pipeline.build_dataset(out, batch_size=5, training=False))) == 4  # drop_remainder
+
+
+def test_normalize_constants():
+    x = pipeline.normalize(tf.constant([[255, 0]], tf.uint8)).numpy()
+    np.testing.assert_allclose(
+        x, [[-pipeline.MEAN / pipeline.STD, (1 - pipeline.MEAN) / pipeline.STD]], rtol=1e-6
+    )
+
+
+def test_resize_keeps_thin_strokes():
+    img = np.full((1, 137, 236, 1), 255, np.uint8)
+    img[0, 60, :, 0] = 0  # a 1-pixel line must survive a 2x shrink
+    small = pipeline._resize(tf.constant(img), (64, 112)).numpy()
+    assert small.min() < 200
+
+
+def _order(pattern, seed, **kw):
+    ds = pipeline.build_dataset(
+        pattern,
+        batch_size=4,
+        resize=None,
+        training=True,
+        seed=seed,
+        deterministic=True,
+        normalized=False,
+        shuffle_buffer=64,
+        **kw,
+    )
+    return np.concatenate([y.numpy() for _, y in ds.take(12)])
+
+
+def test_deterministic_order(ours):
+    out, _, _ = ours
+    a = _order(out, 3)
+    assert (a == _order(out, 3)).all()
+    assert (a != _order(out, 4)).any()
+
+
+@pytest.mark.parametrize("pipes", [2, 5])  # fewer pipelines than files (by file) and more (by record)
+def test_input_context_shards(ours, pipes):
+    out, df, images = ours
+    seen = []
+    for i in range(pipes):
+        ctx = tf.distribute.InputContext(
+            num_input_pipelines=pipes, input_pipeline_id=i, num_replicas_in_sync=pipes
+        )
+        x, _ = _raw(out, input_context=ctx)
+        seen += [img.tobytes() for img in x[..., 0]]
+    assert sorted(seen) == sorted(_expected(df, images))
+
+
+def test_count_records(ours, seed_dir, tmp_path):
+    assert pipeline.count_records(ours[0]) == 24
+    assert pipeline.count_records(os.path.join(seed_dir[0], "*.tfrec")) == 24
+    shutil.copy(os.path.join(seed_dir[0], "00-10.tfrec"), tmp_path / "unnamed.tfrec")
+    assert pipeline.count_records(str(tmp_path)) == 10
+
+
+def test_empty_pattern(tmp_path):
+    for pattern in ("", str(tmp_path / "*.tfrec"), str(tmp_path)):
+        with pytest.raises(UserError, match="TFRecord"):
+            pipeline.build_dataset(pattern, batch_size=2, training=True)
+
+
+def test_partial_files_ignored(ours, tmp_path):
+    for name in os.listdir(ours[0]):
+        if name.endswith(".tfrec"):
+            shutil.copy(os.path.join(ours[0], name), tmp_path / name)
+    (tmp_path / "003-8.tfrec.1234.partial").write_bytes(b"half")
+    assert pipeline.count_records(str(tmp_path)) == 24
+
+
+def test_corrupt_shard_named_up_front(ours, tmp_path):
+    bad = shutil.copytree(ours[0], tmp_path / "c")
+    shard = sorted(p for p in os.listdir(bad) if p.endswith(".tfrec"))[1]
+    with open(bad / shard, "r+b") as f:
+        f.truncate(100_000)
+    with pytest.raises(UserError, match=f"corrupt TFRecord shard .*{shard}"):
+        pipeline.build_dataset(str(bad), batch_size=2, training=False)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_corrupt_shard_named_while_reading(seed_dir, tmp_path, compressed):
+    _, df, images = seed_dir
+    stack = np.stack([images[i] for i in df["image_id"]])
+    labels = df[["grapheme_root", "vowel_diacritic", "consonant_diacritic"]].to_numpy()
+    if compressed:
+        paths = tfrecord.write_seed_shards(str(tmp_path), stack, labels, per_shard=12)
+    else:
+        paths = []
+        for s in range(2):
+            paths.append(str(tmp_path / f"part{s}.tfrec"))
+            with tfrecord.ShardWriter(paths[-1]) as w:
+                for i in range(12 * s, 12 * s + 12):
+                    w.write(tfrecord.encode_example(str(i), stack[i], labels[i]))
+    size = os.path.getsize(paths[1])
+    with open(paths[1], "r+b") as f:  # damage the middle: first record still reads
+        f.seek(size // 2)
+        f.write(b"\x00" * 64)
+    pattern = str(tmp_path / "*.tfrec")
+    ds = pipeline.build_dataset(pattern, batch_size=4, training=False)
+    with pytest.raises(UserError, match=f"corrupt TFRecord shard {paths[1]}"):
+        for _ in pipeline.checked_iterator(ds, pattern):
+            pass
+
+
+def test_mixed_formats_rejected(ours, seed_dir, tmp_path):
+    shutil.copy(os.path.join(seed_dir[0], "00-10.tfrec"), tmp_path / "a.tfrec")
+    first = sorted(p for p in os.listdir(ours[0]) if p.endswith(".tfrec"))[0]
+    shutil.copy(os.path.join(ours[0], first), tmp_path / "b.tfrec")
+    with pytest.raises(UserError, match="shards mix formats"):
+        pipeline.build_dataset(str(tmp_path), batch_size=2, training=False)
