@@ -349,18 +349,16 @@ def score(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
     return hierarchical_recall(confusion_matrices(np.asarray(labels), np.asarray(preds)))
 
 
-def evaluate(
+def labelled_predictions(
     members: Sequence[Member],
     pattern: str,
     valid_csv: str,
     *,
     batch_size: int = 64,
     methods: Sequence[str] = ensemble.METHODS,
-    priors: Sequence[str] = PRIORS,
-    power: float = reweight.DEFAULT_POWER,
     progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Score each method x prior on the labelled split; one dict per row (method, prior, metrics, n)."""
+) -> tuple[Predictions, np.ndarray]:
+    """Predictions for the ids of a labelled split (train.csv columns) and their labels [n, 3]."""
     from tpu_grapheme.data.kaggle import read_train_csv
 
     df = read_train_csv(valid_csv)
@@ -372,21 +370,47 @@ def evaluate(
     if len(preds.ids) == 0:
         raise UserError(f"none of the {len(df)} image ids of {valid_csv} are in {pattern}")
     if len(preds.ids) < len(df):
-        print(
-            f"warning: {len(df) - len(preds.ids)} of {len(df)} ids of {valid_csv} are not in {pattern}",
-            file=sys.stderr,
-        )
-    labels = df.set_index("image_id").loc[preds.ids, list(HEAD_NAMES)].to_numpy()
+        missing = len(df) - len(preds.ids)
+        print(f"warning: {missing} of {len(df)} ids of {valid_csv} are not in {pattern}", file=sys.stderr)
+    return preds, df.set_index("image_id").loc[preds.ids, list(HEAD_NAMES)].to_numpy()
+
+
+def score_table(
+    preds: Predictions,
+    labels: np.ndarray,
+    members: Sequence[Member],
+    *,
+    priors: Sequence[str] = PRIORS,
+    power: float = reweight.DEFAULT_POWER,
+) -> list[dict[str, Any]]:
+    """One row (method, prior, n, metrics) per method in `preds` x prior; `train` only with class counts."""
     has_counts = any(m.class_counts for m in members)
     rows = []
-    for method in methods:
+    for method, probs in preds.probs.items():
         for prior in priors:
             if prior == "train" and not has_counts:
                 continue
-            counts = prior_for(prior, preds.probs[method], members)
-            pred = reweight.predict(preds.probs[method], counts, power=power)
-            rows.append({"method": method, "prior": prior, "n": len(preds.ids), **score(labels, pred)})
+            pred = reweight.predict(probs, prior_for(prior, probs, members), power=power)
+            rows.append({"method": method, "prior": prior, "n": len(labels), **score(labels, pred)})
     return rows
+
+
+def evaluate(
+    members: Sequence[Member],
+    pattern: str,
+    valid_csv: str,
+    *,
+    batch_size: int = 64,
+    methods: Sequence[str] = ensemble.METHODS,
+    priors: Sequence[str] = PRIORS,
+    power: float = reweight.DEFAULT_POWER,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score each method x prior on the labelled split (what `--valid-csv` prints)."""
+    preds, labels = labelled_predictions(
+        members, pattern, valid_csv, batch_size=batch_size, methods=methods, progress=progress
+    )
+    return score_table(preds, labels, members, priors=priors, power=power)
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -1,0 +1,171 @@
+"""Measure what prior reweighting buys: macro recall with `--reweight` off / test prior / train prior.
+
+Renders (or reuses) a synthetic Kaggle-layout set with a strongly imbalanced class prior, holds out a
+validation split, trains one small model briefly, and scores every combining method x reweight prior
+on the held-out split with `tpu_grapheme.inference.evaluate` (what `--valid-csv` prints).
+
+    .venv/bin/python benchmarks/reweight_gain.py --work /tmp/reweight_gain --rows 8000 --imbalance 1.0
+
+`--trainer loop` trains with `tpu_grapheme.loop.run_training` (TFRecords via `prepare`); `keras` uses a
+plain `model.fit` on the images in memory; `auto` takes the loop when it is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from tpu_grapheme import inference
+from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+
+
+def _split(data_dir: str, work: str, *, valid_frac: float, seed: int) -> tuple[str, str]:
+    df = pd.read_csv(os.path.join(data_dir, "train.csv"))
+    rng = np.random.default_rng(seed)
+    valid = rng.random(len(df)) < valid_frac
+    paths = os.path.join(work, "train_split.csv"), os.path.join(work, "valid_split.csv")
+    df[~valid].to_csv(paths[0], index=False)
+    df[valid].to_csv(paths[1], index=False)
+    return paths
+
+
+def _class_counts(split_csv: str) -> dict[str, list[int]]:
+    df = pd.read_csv(split_csv)
+    return {n: np.bincount(df[n], minlength=k).tolist() for n, k in zip(HEAD_NAMES, NUM_CLASSES, strict=True)}
+
+
+def _train_keras(args, train_csv: str, pattern: str, run_dir: str) -> None:
+    """Plain `model.fit` on the preprocessed training images held in memory."""
+    import keras
+
+    from tpu_grapheme.data.kaggle import iter_parquet_images, parquet_files
+    from tpu_grapheme.model import build_model
+
+    df = pd.read_csv(train_csv).set_index("image_id")
+    xs, ids = [], []
+    for path in parquet_files(pattern):
+        for batch_ids, images in iter_parquet_images(path, batch_rows=512):
+            keep = np.isin(batch_ids, df.index)
+            if keep.any():
+                xs.append(inference.preprocess(images[keep], args.resize).numpy())
+                ids.append(batch_ids[keep])
+    x, ids = np.concatenate(xs), np.concatenate(ids)
+    y = [df.loc[ids, n].to_numpy() for n in HEAD_NAMES]
+    model = build_model(arch=args.arch, input_shape=(*args.resize, 1), dropout=0.2, seed=args.seed)
+    steps_per_epoch = max(1, len(x) // args.batch_size)
+    epochs = max(1, round(args.steps / steps_per_epoch))
+    lr = keras.optimizers.schedules.CosineDecay(
+        1e-4, epochs * steps_per_epoch, warmup_target=args.max_lr, warmup_steps=epochs * steps_per_epoch // 10
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(lr, weight_decay=1e-4), loss=[loss] * 3, loss_weights=[2.0, 1.0, 1.0]
+    )
+    model.fit(x, y, batch_size=args.batch_size, epochs=epochs, shuffle=True, verbose=2)
+    os.makedirs(run_dir, exist_ok=True)
+    model.save(os.path.join(run_dir, "model_best.keras"))
+    meta = {
+        "schema_version": 1,
+        "arch": args.arch,
+        "resize": list(args.resize),
+        "class_counts": _class_counts(train_csv),
+    }
+    with open(os.path.join(run_dir, "model_meta.json"), "w") as f:
+        json.dump(meta, f)
+
+
+def _train_loop(args, train_csv: str, valid_csv: str, pattern: str, work: str) -> str:
+    """The project's training loop on TFRecords written by `prepare`; returns the run dir."""
+    from tpu_grapheme.config import TrainConfig
+    from tpu_grapheme.loop import run_training
+    from tpu_grapheme.prepare import prepare
+
+    rec = {}
+    for name, csv in (("train", train_csv), ("valid", valid_csv)):
+        rec[name] = os.path.join(work, "tfrecords", name)
+        if not os.path.isdir(rec[name]):
+            prepare(csv, rec[name], parquet_pattern=pattern)
+    cfg = TrainConfig(
+        train_folder=os.path.join(rec["train"], "*"),
+        valid_folder=os.path.join(rec["valid"], "*"),
+        arch=args.arch,
+        resize=tuple(args.resize),
+        batch_size=args.batch_size,
+        steps=args.steps,
+        max_lr=args.max_lr,
+        checkpoint_interval=max(1, args.steps // 2),
+        log_interval=max(1, args.steps // 10),
+        output_dir=os.path.join(work, "runs"),
+        run_name=f"{args.arch}_loop",
+        seed=args.seed,
+    )
+    return run_training(cfg).run_dir
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="/tmp/reweight_gain", help="data, splits, runs and the JSON result")
+    p.add_argument("--data", default="", help="existing Kaggle-layout dir (default: render into WORK/data)")
+    p.add_argument("--rows", type=int, default=8000)
+    p.add_argument("--imbalance", type=float, default=1.0, help="root prior max/min = 100**x (1 ~ real data)")
+    p.add_argument("--valid-frac", type=float, default=0.25)
+    p.add_argument("--trainer", choices=("auto", "loop", "keras"), default="auto")
+    p.add_argument("--arch", default="small")
+    p.add_argument("--resize", type=inference._resize_arg, default=(64, 112))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--max-lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--powers", default="1.0,1.2", help="reweight powers to score")
+    args = p.parse_args(argv)
+
+    os.makedirs(args.work, exist_ok=True)
+    data = args.data or os.path.join(args.work, "data")
+    if not os.path.isfile(os.path.join(data, "train.csv")):
+        from tpu_grapheme.data import synthetic
+
+        synthetic.generate(data, rows=args.rows, seed=args.seed, test_rows=0, imbalance=args.imbalance)
+    pattern = os.path.join(data, "train_image_data_*.parquet")
+    train_csv, valid_csv = _split(data, args.work, valid_frac=args.valid_frac, seed=args.seed)
+
+    trainer = args.trainer
+    if trainer == "auto":
+        try:
+            import tpu_grapheme.loop  # noqa: F401
+            import tpu_grapheme.prepare  # noqa: F401
+
+            trainer = "loop"
+        except ImportError:
+            trainer = "keras"
+    t0 = time.perf_counter()
+    if trainer == "loop":
+        run_dir = _train_loop(args, train_csv, valid_csv, pattern, args.work)
+    else:
+        run_dir = os.path.join(args.work, "runs", f"{args.arch}_keras")
+        _train_keras(args, train_csv, pattern, run_dir)
+    train_s = time.perf_counter() - t0
+
+    members = inference.load_members([run_dir])
+    result = {"trainer": trainer, "train_seconds": round(train_s, 1), "run_dir": run_dir, "args": vars(args)}
+    result["args"]["resize"] = list(args.resize)
+    result["valid_counts"] = _class_counts(valid_csv)
+    result["by_power"] = {}
+    preds, labels = inference.labelled_predictions(members, pattern, valid_csv, methods=("arithmetic",))
+    for power in (float(v) for v in args.powers.split(",")):
+        rows = inference.score_table(preds, labels, members, power=power)
+        result["by_power"][str(power)] = rows
+        print(f"\nreweight power {power} ({rows[0]['n']} validation images, trainer {trainer}):")
+        print(inference.format_table(rows))
+    with open(os.path.join(args.work, "reweight_gain.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
