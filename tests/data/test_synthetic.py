@@ -115,8 +115,14 @@ def test_ink_dark_on_light_paper(generated):
 def test_deterministic_across_workers_and_chunking(generated, tmp_path, monkeypatch):
     out, _, _, images = generated
     monkeypatch.setattr(synthetic, "CHUNK_ROWS", 3)  # different chunks, two processes: same bytes
-    other = str(tmp_path / "again")
+    other = tmp_path / "again"
+    other.mkdir()
+    (other / "train_image_data_7.parquet").write_text("stale part of an earlier, larger run")
+    (other / "notes_image_data_1.parquet").write_text("not ours")
+    other = str(other)
     synthetic.generate(other, rows=ROWS, seed=SEED, test_rows=0, parquet_files=1, workers=2, progress=False)
+    assert not os.path.exists(os.path.join(other, "train_image_data_7.parquet"))
+    assert os.path.exists(os.path.join(other, "notes_image_data_1.parquet"))
     _, again = read_images(other, "train")
     assert np.array_equal(images, again)
     labels = pd.read_csv(os.path.join(out, "train.csv"))[list(HEAD_NAMES)].to_numpy()

@@ -453,6 +453,9 @@ def generate(
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"--out {out_dir} exists and is not a directory")
     os.makedirs(out_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(out_dir, "*_image_data_*.parquet")):  # an earlier, larger run's parts
+        if os.path.basename(stale).split("_image_data_")[0] in _SPLITS:
+            os.remove(stale)
     fonts = font_files(system_fonts)
     t0 = time.perf_counter()
 
