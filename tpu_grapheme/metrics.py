@@ -47,7 +47,10 @@ def confusion_update_heads(
     weights: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, ...]:
     """`confusion_update` for every head: labels int [B, heads], logits one [B, C_h] per head."""
-    return tuple(confusion_update(cm, labels[:, h], z, weights) for h, (cm, z) in enumerate(zip(cms, logits)))
+    return tuple(
+        confusion_update(cm, labels[:, h], z, weights)
+        for h, (cm, z) in enumerate(zip(cms, logits, strict=True))
+    )
 
 
 def macro_recall(cm: tf.Tensor) -> tf.Tensor:
