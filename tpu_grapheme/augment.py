@@ -15,6 +15,7 @@ import tensorflow as tf
 from tpu_grapheme.data.schema import NUM_CLASSES
 
 _PROPOSALS = 8  # Marsaglia-Tsang accepts >= 95% per proposal: P(all 8 rejected) < 1e-10
+GAMMA_UNIFORMS = 2 * _PROPOSALS + 1  # uniforms per Gamma sample: normals, accept tests, boost
 
 
 def _split(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
@@ -33,11 +34,15 @@ def sample_gamma(shape: Sequence[int] | tf.Tensor, alpha: float | tf.Tensor, see
     """
     if isinstance(alpha, int | float) and alpha <= 0:
         raise ValueError(f"gamma concentration must be > 0, got {alpha}")
-    alpha = tf.cast(alpha, tf.float32)
     shape = tf.reshape(tf.cast(shape, tf.int32), [-1])
-    u = tf.random.stateless_uniform(
-        tf.concat([shape, [2 * _PROPOSALS + 1]], axis=0), seed=seed, minval=1e-7, maxval=1.0
-    )
+    u = tf.random.stateless_uniform(tf.concat([shape, [GAMMA_UNIFORMS]], axis=0), seed=seed)
+    return gamma_from_uniforms(u, alpha)
+
+
+def gamma_from_uniforms(u: tf.Tensor, alpha: float | tf.Tensor) -> tf.Tensor:
+    """Gamma(alpha) samples [...] from uniforms [..., GAMMA_UNIFORMS] (the core of `sample_gamma`)."""
+    alpha = tf.cast(alpha, tf.float32)
+    u = tf.clip_by_value(u, 1e-7, 1.0 - 1e-7)
     x = tf.math.ndtri(u[..., :_PROPOSALS])
     accept_u, boost_u = u[..., _PROPOSALS : 2 * _PROPOSALS], u[..., 2 * _PROPOSALS]
     small = alpha < 1
@@ -56,7 +61,13 @@ def sample_gamma(shape: Sequence[int] | tf.Tensor, alpha: float | tf.Tensor, see
 def sample_beta(shape: Sequence[int] | tf.Tensor, alpha: float | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """float32 Beta(alpha, alpha) samples as X / (X + Y), X and Y two independent Gamma(alpha) draws."""
     shape = tf.reshape(tf.cast(shape, tf.int32), [-1])
-    xy = sample_gamma(tf.concat([[2], shape], axis=0), alpha, seed)
+    u = tf.random.stateless_uniform(tf.concat([[2], shape, [GAMMA_UNIFORMS]], axis=0), seed=seed)
+    return beta_from_uniforms(u, alpha)
+
+
+def beta_from_uniforms(u: tf.Tensor, alpha: float | tf.Tensor) -> tf.Tensor:
+    """Beta(alpha, alpha) samples [...] from uniforms [2, ..., GAMMA_UNIFORMS]."""
+    xy = gamma_from_uniforms(u, alpha)
     x, total = xy[0], xy[0] + xy[1]
     # Both draws can underflow to 0 for tiny alpha; the symmetric answer is then 0.5.
     return tf.where(total > 0, x / tf.where(total > 0, total, 1.0), 0.5)
@@ -96,9 +107,12 @@ def box_bounds(
     height: int | tf.Tensor, width: int | tf.Tensor, lam: tf.Tensor, seed: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Per-sample int32 box (y1, y2, x1, x2), clipped to the image: uniform centre, sides H, W x sqrt(1-lam)."""
-    batch = tf.shape(lam)[0]
+    return _box_bounds(height, width, lam, tf.random.stateless_uniform([2, tf.shape(lam)[0]], seed=seed))
+
+
+def _box_bounds(height, width, lam, centres):
+    """`box_bounds` from uniforms [2, B] placing the box centres."""
     cut = tf.sqrt(1.0 - tf.cast(lam, tf.float32))
-    centres = tf.random.stateless_uniform([2, batch], seed=seed)
     bounds = []
     for size, u in ((height, centres[0]), (width, centres[1])):
         size_f = tf.cast(size, tf.float32)
@@ -129,9 +143,14 @@ def cutmix(
     images: tf.Tensor, perm: tf.Tensor, lam: tf.Tensor, seed: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Paste a box of x[perm] into x; returns (images, lam corrected to the share of pixels kept)."""
+    return _cutmix(images, perm, lam, tf.random.stateless_uniform([2, tf.shape(lam)[0]], seed=seed))
+
+
+def _cutmix(images, perm, lam, centres):
+    """`cutmix` with the box centres from uniforms [2, B]."""
     shape = tf.shape(images)
     height, width = shape[1], shape[2]
-    y1, y2, x1, x2 = box_bounds(height, width, lam, seed)
+    y1, y2, x1, x2 = _box_bounds(height, width, lam, centres)
     mask = box_mask(height, width, y1, y2, x1, x2)[..., None]
     mixed = tf.where(mask, tf.gather(images, perm), images)
     area = tf.cast((y2 - y1) * (x2 - x1), tf.float32)
@@ -160,15 +179,20 @@ def mix_batch(
     use_mixup, use_cutmix = mixup_alpha > 0, cutmix_alpha > 0
     if not (use_mixup or use_cutmix) or mix_prob <= 0:
         return images, targets
-    s_choice, s_perm, s_lam, s_box = _split(seed, 4)
+    # One stateless draw feeds every random choice: each RNG op costs seconds of XLA compile on CPU.
     batch = tf.shape(images)[0]
+    u = tf.random.stateless_uniform([batch, 2 * GAMMA_UNIFORMS + 5], seed=seed)
+    u_beta = tf.transpose(tf.reshape(u[:, : 2 * GAMMA_UNIFORMS], [batch, 2, GAMMA_UNIFORMS]), [1, 0, 2])
+    u_perm = u[:, 2 * GAMMA_UNIFORMS]
+    u_box = tf.transpose(u[:, 2 * GAMMA_UNIFORMS + 1 : 2 * GAMMA_UNIFORMS + 3])
+    u_mix, u_kind = u[0, 2 * GAMMA_UNIFORMS + 3], u[0, 2 * GAMMA_UNIFORMS + 4]
+
     share = cutmix_share if (use_mixup and use_cutmix) else float(use_cutmix)
-    u_mix, u_kind = tf.unstack(tf.random.stateless_uniform([2], seed=s_choice))
     branch = tf.where(u_mix < mix_prob, tf.where(u_kind < share, 2, 1), 0)
-    # One Beta sampler serves both kernels (only one runs per batch): fewer RNG ops to compile.
+    # One Beta sampler serves both kernels (only one runs per batch).
     alpha = tf.where(branch == 2, cutmix_alpha if use_cutmix else 1.0, mixup_alpha if use_mixup else 1.0)
-    lam = sample_beta([batch], alpha, s_lam)
-    perm = batch_permutation(batch, s_perm)
+    lam = beta_from_uniforms(u_beta, alpha)
+    perm = tf.argsort(u_perm, stable=True)
 
     def none():
         return images, targets
@@ -177,7 +201,7 @@ def mix_batch(
         return mixup(images, perm, lam), mix_targets(targets, perm, lam)
 
     def do_cutmix():
-        mixed, kept = cutmix(images, perm, lam, s_box)
+        mixed, kept = _cutmix(images, perm, lam, u_box)
         return mixed, mix_targets(targets, perm, kept)
 
     return tf.switch_case(branch, [none, do_mixup, do_cutmix])
