@@ -166,6 +166,14 @@ def test_slow_weights_start_from_the_weights_at_the_first_step():
     np.testing.assert_allclose(var.numpy(), [3.0, 3.0])  # 4 + 0.5 * (2 - 4)
 
 
+def test_lookahead_apply_gradients_and_scale_loss_follow_the_inner_optimizer():
+    var = keras.Variable(np.ones(2), dtype="float64")
+    opt = Lookahead(keras.optimizers.SGD(learning_rate=0.5, loss_scale_factor=4.0), sync_period=2)
+    assert float(opt.scale_loss(tf.constant(1.0))) == 4.0
+    assert int(opt.apply_gradients([(tf.constant([4.0, 8.0], tf.float64), var)])) == 1
+    np.testing.assert_allclose(var.numpy(), [0.5, 0.0])  # gradients unscaled by 4 before the step
+
+
 def test_lookahead_rejects_keras_gradient_accumulation():
     with pytest.raises(ValueError):
         Lookahead(RAdam(gradient_accumulation_steps=2))
