@@ -18,12 +18,6 @@ _PROPOSALS = 8  # Marsaglia-Tsang accepts >= 95% per proposal: P(all 8 rejected)
 GAMMA_UNIFORMS = 2 * _PROPOSALS + 1  # uniforms per Gamma sample: normals, accept tests, boost
 
 
-def _split(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
-    """`n` independent stateless seeds from one."""
-    seeds = tf.random.experimental.stateless_split(seed, num=n)
-    return [seeds[i] for i in range(n)]
-
-
 def sample_gamma(shape: Sequence[int] | tf.Tensor, alpha: float | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """float32 Gamma(alpha, 1) samples (alpha = concentration, > 0) by Marsaglia-Tsang, XLA-friendly.
 
