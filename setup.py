@@ -26,6 +26,7 @@ setup(
         "justmytype-intl-south-asia>=0.1,<1",  # Noto Sans Bengali, no root install needed
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",
+        "tensorboard>=2.18,<3",  # tf.summary needs it; TF 2.21 no longer pulls it in
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4"],

@@ -266,9 +266,13 @@ def load_yaml(path: str) -> dict[str, Any]:
     return data
 
 
+def to_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def save_yaml(cfg: TrainConfig, path: str) -> None:
     with open(path, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+        f.write(to_yaml(cfg))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""The outer loop: synthetic default end to end, checkpoint/resume, exports, metrics, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.errors import UserError
+from tpu_grapheme.loop import EvalResult, padded_batches, run_training
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("synthetic"))
+
+
+def _cfg(synthetic_dir: str, out: str, **kw) -> TrainConfig:
+    base = dict(
+        arch="tiny",
+        resize=(32, 56),
+        synthetic_rows=120,
+        synthetic_dir=synthetic_dir,
+        batch_size=32,
+        steps=8,
+        steps_per_loop=2,
+        checkpoint_interval=4,
+        log_interval=4,
+        output_dir=out,
+        run_name="run",
+        max_lr=3e-3,
+        dropout=0.0,
+        shuffle_buffer=256,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
+    seen: list[EvalResult] = []
+    lines: list[str] = []
+    cfg = _cfg(synthetic_dir, str(tmp_path), cutmix_alpha=1.0, mixup_alpha=0.4)
+    result = run_training(cfg, on_eval=seen.append, log=lines.append)
+    assert [r.step for r in seen] == [4, 8]
+    for key in (
+        "hierarchical_recall",
+        "recall_grapheme_root",
+        "valid_loss",
+        "train_loss",
+        "images_per_sec",
+        "lr",
+    ):
+        assert np.isfinite(seen[-1].metrics[key]), key
+    assert os.path.exists(os.path.join(seen[-1].checkpoint_dir, "checkpoint"))
+    assert result.metrics["valid_images"] == 24  # 20 % of 120: every validation image counted once
+    assert lines[-1].startswith("hierarchical_recall=")
+    run = result.run_dir
+    for name in (
+        "model_final.keras",
+        "model_best.keras",
+        "config.yaml",
+        "history.json",
+        "training_curves.png",
+    ):
+        assert os.path.exists(os.path.join(run, name)), name
+    meta = json.load(open(os.path.join(run, "model_meta.json")))
+    assert meta["resize"] == [32, 56] and sum(meta["class_counts"]["grapheme_root"]) == 96
+    model = keras.models.load_model(result.model_path, safe_mode=True)
+    assert [o.shape[-1] for o in model.outputs] == [168, 11, 7]
+
+
+def test_interrupt_then_resume_equals_uninterrupted(synthetic_dir, tmp_path):
+    # One global batch holds the whole training split, so the data each step sees does not depend
+    # on the stream position (which a resume reshuffles); everything else must resume exactly.
+    common = dict(batch_size=96, steps=6, checkpoint_interval=3, log_interval=3, steps_per_loop=3, seed=7)
+    straight = run_training(_cfg(synthetic_dir, str(tmp_path / "a"), **common), log=lambda s: None)
+
+    def stop_at_3(r: EvalResult) -> None:
+        if r.step == 3:
+            raise KeyboardInterrupt
+
+    cfg = _cfg(synthetic_dir, str(tmp_path / "b"), **common)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, on_eval=stop_at_3, log=lambda s: None)
+    lines: list[str] = []
+    resumed = run_training(cfg, log=lines.append)
+    assert any("resumed from" in line and "step 3" in line for line in lines)
+    a = keras.models.load_model(straight.model_path, safe_mode=True)
+    b = keras.models.load_model(resumed.model_path, safe_mode=True)
+    for x, y in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+    history = json.load(open(os.path.join(resumed.run_dir, "history.json")))
+    assert [h["step"] for h in history] == [3, 6]
+
+
+def test_finished_run_is_not_retrained(synthetic_dir, tmp_path):
+    cfg = _cfg(synthetic_dir, str(tmp_path), steps=4)
+    run_training(cfg, log=lambda s: None)
+    lines: list[str] = []
+    again = run_training(cfg, log=lines.append)
+    assert not any(line.startswith("step ") for line in lines)
+    assert np.isfinite(again.metrics["hierarchical_recall"])
+
+
+def test_too_few_images_for_a_batch(synthetic_dir, tmp_path):
+    with pytest.raises(UserError, match="fewer than one global batch"):
+        run_training(_cfg(synthetic_dir, str(tmp_path), batch_size=97, grad_accum=1), log=lambda s: None)
+
+
+def test_padded_batches_keep_every_row_and_mask_padding():
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((tf.ones([10, 2, 2, 1]), tf.zeros([10, 3], tf.int32))).batch(4)
+    batches = list(padded_batches(ds, 4, 5))
+    assert len(batches) == 5 and all(x.shape == (4, 2, 2, 1) for x, _ in batches)
+    labels = np.concatenate([y.numpy() for _, y in batches])
+    assert (labels[:, 0] >= 0).sum() == 10 and (labels[10:] == -1).all()

@@ -1,0 +1,40 @@
+"""`python -m tpu_grapheme.train`: one training run from flags and/or a YAML config.
+
+    python -m tpu_grapheme.train                                  # synthetic default, CPU-sized
+    python -m tpu_grapheme.train --config best.yaml               # a config a search wrote
+    python -m tpu_grapheme.train --batch-size 64 --arch b4 --checkpoint-interval 2000 --steps 20010 \\
+        --train-folder "gs://bucket/train_0/*" --valid-folder "gs://bucket/valid_0/*" --resize 192,330 \\
+        --max-lr 4e-3 --cutmix-alpha 1. --weight-decay 0 --log-interval 500 --mixed-precision --radam
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tpu_grapheme.config import add_arguments, from_args  # noqa: E402
+from tpu_grapheme.errors import cli_main  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tpu_grapheme.train",
+        description="Train a grapheme classifier with the hand-written strategy.run loop.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg = from_args(build_parser().parse_args(argv))
+    from tpu_grapheme.loop import run_training  # imports TensorFlow: after the flags are valid
+
+    run_training(cfg)
+
+
+if __name__ == "__main__":
+    main()

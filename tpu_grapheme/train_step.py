@@ -1,0 +1,202 @@
+"""The hand-written train step: `strategy.run` over replicas, k-step accumulation, dynamic loss scaling.
+
+One `tf.function` (`TrainStep.train_loop`) runs `num_steps` optimizer steps in a `tf.range` loop over
+the distributed iterator, so the host is out of the loop on TPU. Per optimizer step and replica:
+
+    augment (MixUp/CutMix, stateless RNG from (seed, step, replica))  ->  forward  ->  2:1:1 loss
+    / global batch  ->  x loss scale  ->  gradients, summed over k micro-batches in loop-carried
+    tensors (replica-local; no communication)  ->  one all-reduce inside `apply_gradients`.
+
+The per-replica compute (augment, forward, backward, accumulate) is one function that can be
+XLA-compiled (`jit_compile`); the apply runs outside it, because the cross-replica merge inside
+`apply_gradients` does not compile under MirroredStrategy (FINDINGS.md). With float16 the loss is
+scaled; every replica's local gradients are checked for inf/NaN and one scalar all-reduce makes the
+verdict common, so either all replicas apply or all skip (Keras 3's LossScaleOptimizer checks only
+the first replica's local gradients). k=1 without loss scaling is the plain path: nothing extra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tpu_grapheme import augment, losses
+from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StepConfig:
+    """What the step needs to know; built from `TrainConfig` by the loop (or directly in tests)."""
+
+    per_replica_batch: int
+    grad_accum: int = 1
+    head_weights: tuple[float, float, float] = (2.0, 1.0, 1.0)
+    mixup_alpha: float = -1.0
+    cutmix_alpha: float = -1.0
+    mix_prob: float = 1.0
+    cutmix_share: float = 0.5
+    label_smoothing: float = 0.0
+    seed: int = 0
+    jit_compile: bool = False
+    dynamic_loss_scale: bool = False
+    initial_loss_scale: float = 2.0**15
+    loss_scale_growth: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.per_replica_batch < 1 or self.grad_accum < 1:
+            raise ValueError("per_replica_batch and grad_accum must be >= 1")
+
+    @property
+    def augments(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+class TrainStep:
+    """Owns the step's state (global step, loss scale) and the compiled host loop."""
+
+    def __init__(
+        self,
+        *,
+        strategy: tf.distribute.Strategy,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        config: StepConfig,
+    ) -> None:
+        self.strategy = strategy
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config
+        self.replicas = strategy.num_replicas_in_sync
+        self.global_batch = config.per_replica_batch * self.replicas * config.grad_accum
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.loss_scale = tf.Variable(
+                config.initial_loss_scale if config.dynamic_loss_scale else 1.0,
+                dtype=tf.float32,
+                trainable=False,
+                name="loss_scale",
+            )
+            self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
+            self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+            # Replica-local running sums for the host-loop summary, read (summed) once per call.
+            self._sums = tf.Variable(
+                tf.zeros([4]),
+                trainable=False,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+                name="loss_sums",
+            )
+        # Plain TF ops with no Python control flow on tensors: keep AutoGraph out (its conversion
+        # cache has been seen to mix up the augmentation kernels' nested functions).
+        compute = tf.autograph.experimental.do_not_convert(self._accumulate_grads)
+        self._compute = tf.function(compute, jit_compile=True) if config.jit_compile else compute
+        self.train_loop = tf.function(self._train_loop)
+
+    # --- state ---------------------------------------------------------------------------------
+    def checkpoint_items(self) -> dict[str, tf.Variable]:
+        """Everything besides model and optimizer that a resume must restore."""
+        return {
+            "global_step": self.step,
+            "loss_scale": self.loss_scale,
+            "good_steps": self.good_steps,
+            "skipped_steps": self.skipped_steps,
+        }
+
+    # --- per replica ---------------------------------------------------------------------------
+    def _seed(self, micro: tf.Tensor) -> tf.Tensor:
+        """Stateless seed from (seed, step, micro-batch, replica): reproducible, distinct per replica."""
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        counter = (self.step * self.config.grad_accum + micro) * self.replicas + replica
+        return tf.stack([tf.constant(self.config.seed, tf.int64), counter])
+
+    def _micro_grads(self, images, labels, seed):
+        c = self.config
+        if c.augments:
+            images, targets = augment.mix_batch(
+                images,
+                labels,
+                seed,
+                mixup_alpha=c.mixup_alpha,
+                cutmix_alpha=c.cutmix_alpha,
+                mix_prob=c.mix_prob,
+                cutmix_share=c.cutmix_share,
+                label_smoothing=c.label_smoothing,
+            )
+        else:
+            targets = augment.one_hot_targets(
+                labels, num_classes=NUM_CLASSES, label_smoothing=c.label_smoothing
+            )
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            parts = losses.head_losses(targets, logits, global_batch_size=self.global_batch)
+            loss = tf.add_n([float(w) * p for w, p in zip(c.head_weights, parts, strict=True)])
+            scaled = loss * self.loss_scale if c.dynamic_loss_scale else loss
+        grads = tape.gradient(scaled, variables)
+        stats = tf.stack([loss, *parts])
+        return grads, stats
+
+    def _accumulate_grads(self, images, labels):
+        """Gradients summed over k micro-batches in loop-carried tensors (no communication)."""
+        k = self.config.grad_accum
+        if k == 1:
+            return self._micro_grads(images, labels, self._seed(tf.constant(0, tf.int64)))
+        variables = self.model.trainable_variables
+
+        def body(i, acc, stats):
+            grads, s = self._micro_grads(images[i], labels[i], self._seed(tf.cast(i, tf.int64)))
+            return i + 1, [a + g for a, g in zip(acc, grads, strict=True)], stats + s
+
+        zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
+        _, acc, stats = tf.while_loop(
+            lambda i, *_: i < k, body, (tf.constant(0), zeros, tf.zeros([4])), parallel_iterations=1
+        )
+        return acc, stats
+
+    def _replica_step(self, images, labels):
+        grads, stats = self._compute(images, labels)
+        self._sums.assign_add(stats)
+        if not self.config.dynamic_loss_scale:
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            return
+        local_bad = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads])
+        tf.distribute.get_replica_context().merge_call(self._apply_or_skip, args=(grads, local_bad))
+
+    def _apply_scaled(self, grads):
+        inv = 1.0 / self.loss_scale
+        self.optimizer.apply_gradients(
+            zip([g * inv for g in grads], self.model.trainable_variables, strict=True)
+        )
+
+    def _apply_or_skip(self, strategy, grads, local_bad):
+        """Cross-replica: apply on every replica, or skip and halve the scale; grow after N good steps."""
+        finite = tf.equal(strategy.reduce(tf.distribute.ReduceOp.SUM, local_bad, axis=None), 0.0)
+        growth = self.config.loss_scale_growth
+
+        def apply():
+            strategy.extended.call_for_each_replica(self._apply_scaled, args=(grads,))
+            grow = self.good_steps + 1 >= growth
+            self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))
+            self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.good_steps + 1))
+
+        def skip():
+            self.loss_scale.assign(tf.maximum(self.loss_scale * 0.5, 1.0))
+            self.good_steps.assign(0)
+            self.skipped_steps.assign_add(1)
+
+        tf.cond(finite, apply, skip)
+
+    # --- host loop -----------------------------------------------------------------------------
+    def _train_loop(self, iterator, num_steps):
+        """`num_steps` optimizer steps in one call; returns mean loss (total and per head)."""
+        for _ in tf.range(num_steps):
+            images, labels = next(iterator)
+            self.strategy.run(self._replica_step, args=(images, labels))
+            self.step.assign_add(1)
+        sums = self._sums.read_value()  # summed over replicas
+        self._sums.assign(tf.zeros([4]))
+        mean = sums / tf.cast(num_steps, tf.float32)
+        return {"loss": mean[0], **{f"loss_{h}": mean[i + 1] for i, h in enumerate(HEAD_NAMES)}}
