@@ -19,6 +19,11 @@ def synthetic_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("synthetic"))
 
 
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _cfg(synthetic_dir: str, out: str, **kw) -> TrainConfig:
     base = dict(
         arch="tiny",
@@ -67,7 +72,7 @@ def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
         "training_curves.png",
     ):
         assert os.path.exists(os.path.join(run, name)), name
-    meta = json.load(open(os.path.join(run, "model_meta.json")))
+    meta = _read_json(os.path.join(run, "model_meta.json"))
     assert meta["resize"] == [32, 56] and sum(meta["class_counts"]["grapheme_root"]) == 96
     model = keras.models.load_model(result.model_path, safe_mode=True)
     assert [o.shape[-1] for o in model.outputs] == [168, 11, 7]
@@ -93,7 +98,7 @@ def test_interrupt_then_resume_equals_uninterrupted(synthetic_dir, tmp_path):
     b = keras.models.load_model(resumed.model_path, safe_mode=True)
     for x, y in zip(a.weights, b.weights, strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
-    history = json.load(open(os.path.join(resumed.run_dir, "history.json")))
+    history = _read_json(os.path.join(resumed.run_dir, "history.json"))
     assert [h["step"] for h in history] == [3, 6]
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_grapheme import distribute, metrics, optimizers, schedules
-from tpu_grapheme.config import TrainConfig, to_yaml as config_yaml
+from tpu_grapheme.config import TrainConfig, to_yaml
 from tpu_grapheme.data import pipeline
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError
@@ -342,7 +342,7 @@ class _Trainer:
             log(f"resumed from {latest} at step {int(self.step.step.numpy())}")
         start = int(self.step.step.numpy())
         self._load_history(start)
-        _write_atomic(os.path.join(self.run_dir, "config.yaml"), config_yaml(cfg))
+        _write_atomic(os.path.join(self.run_dir, "config.yaml"), to_yaml(cfg))
         self._write_meta()
         log(
             f"run {self.run_dir}: {self.replicas} replica(s) on {self.kind}, precision {self.precision}, "

@@ -160,7 +160,7 @@ class TrainStep:
         grads, stats = self._compute(images, labels)
         self._sums.assign_add(stats)
         if not self.config.dynamic_loss_scale:
-            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
             return
         local_bad = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads])
         tf.distribute.get_replica_context().merge_call(self._apply_or_skip, args=(grads, local_bad))
