@@ -1,0 +1,205 @@
+"""The three-head grapheme classifier: a backbone, global average pooling and three float32 logit heads.
+
+Archs: `tiny` (a few thousand params, no batch-dependent normalisation, for tests), `small` (a
+MobileNet-like depthwise-separable CNN sized for a 2-core CPU), `b0`..`b7` (Keras EfficientNet on a
+1-channel input) and `b0g`..`b7g` (the same with a squeeze-and-excitation gate per head, as the seed).
+
+EfficientNet and grayscale: Keras 3's `EfficientNetB{n}` starts with `Rescaling(1/255)` and an
+(unadapted, for weights=None) `Normalization`. Our pipeline already normalises, so we keep only the
+graph from `stem_conv_pad` onward and feed it the 1-channel input directly: no rescaling, no channel
+tiling (the stem conv has one input channel, so no compute is spent on three identical channels).
+ImageNet weights (a local file, never a download) are loaded into a 3-channel copy and the stem kernel
+is folded by summing over its input channels, which is exact for an input tiled to three channels.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+
+import keras
+from keras import layers
+
+from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.errors import UserError
+
+_EFFNET = re.compile(r"^b([0-7])(g?)$")
+
+# `small`: (block, output channels, stride). "patch": a k x k stride-k conv (non-overlapping patches,
+# 64x112 -> 16x28 in one step); "ds": depthwise 3x3 + BN + ReLU6 then 1x1 + BN + ReLU6. On a 2-core CPU
+# depthwise convs and BN/ReLU passes at high resolution are memory-bound: a stride-2 3x3 stem followed by
+# blocks at 32x56 trained ~2.6x slower for the same FLOPs, so all blocks run at 1/4 resolution or less.
+_SMALL = (
+    ("patch", 32, 4),
+    ("ds", 64, 1),
+    ("ds", 128, 2),
+    ("ds", 128, 1),
+    ("ds", 256, 2),
+    ("ds", 256, 1),
+    ("ds", 256, 1),
+)
+
+
+class _Seeds:
+    """Hands out a distinct, deterministic seed per initializer (Keras int seeds are stateless)."""
+
+    def __init__(self, seed: int) -> None:
+        self.base = int(seed) * 1_000_003
+        self.n = 0
+
+    def he(self) -> keras.initializers.Initializer:
+        self.n += 1
+        return keras.initializers.HeNormal(seed=self.base + self.n)
+
+    def glorot(self) -> keras.initializers.Initializer:
+        self.n += 1
+        return keras.initializers.GlorotUniform(seed=self.base + self.n)
+
+
+def build_model(
+    *,
+    arch: str,
+    input_shape: tuple[int, int, int] = (64, 112, 1),
+    dropout: float = 0.2,
+    weights: str = "",
+    seed: int = 0,
+) -> keras.Model:
+    """Build `arch` for float32 input [B,H,W,1]; outputs [root, vowel, consonant] float32 logits."""
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 1:
+        raise UserError(f"input_shape must be (H, W, 1), got {input_shape}")
+    if weights and not _EFFNET.match(arch):
+        raise UserError("weights are for the EfficientNet archs (b0..b7, b0g..b7g) only")
+    if weights and not os.path.isfile(weights):
+        raise UserError(f"weights file not found: {weights} (a local file; nothing is downloaded)")
+    seeds = _Seeds(seed)
+    inputs = keras.Input(shape=input_shape, name="image")
+    gated = False
+    if arch == "tiny":
+        features = _tiny(inputs, seeds)
+    elif arch == "small":
+        features = _small(inputs, seeds)
+    elif m := _EFFNET.match(arch):
+        if min(input_shape[:2]) < 32:
+            raise UserError(f"EfficientNet needs H and W >= 32, got {input_shape[:2]}")
+        backbone = _efficientnet(int(m.group(1)), input_shape, weights=weights, seed=seed)
+        features = layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
+        gated = bool(m.group(2))
+    else:
+        raise UserError(f"unknown arch {arch!r}: tiny, small, b0..b7, b0g..b7g")
+    outputs = _heads(features, dropout=dropout, gated=gated, seeds=seeds)
+    return keras.Model(inputs, outputs, name=f"grapheme_{arch}")
+
+
+def _heads(features, *, dropout: float, gated: bool, seeds: _Seeds) -> list:
+    """Three float32 Dense heads; `gated` puts an SE gate (C/8 relu -> C sigmoid) in front of each."""
+    if not gated:
+        features = layers.Dropout(dropout, name="head_dropout")(features)
+    outputs = []
+    channels = features.shape[-1]
+    for name, n in zip(HEAD_NAMES, NUM_CLASSES, strict=True):
+        x = features
+        if gated:
+            g = layers.Dense(
+                max(1, channels // 8), "relu", kernel_initializer=seeds.he(), name=f"{name}_se1"
+            )(x)
+            g = layers.Dense(channels, "sigmoid", kernel_initializer=seeds.glorot(), name=f"{name}_se2")(g)
+            x = layers.Multiply(name=f"{name}_gate")([x, g])
+            x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+        outputs.append(layers.Dense(n, kernel_initializer=seeds.glorot(), dtype="float32", name=name)(x))
+    return outputs
+
+
+def _tiny(x, seeds: _Seeds):
+    """Two strided convs, no normalisation: identical results for any split of a batch over replicas."""
+    for i, filters in enumerate((8, 16)):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                          kernel_initializer=seeds.he(), name=f"conv{i}")(x)  # fmt: skip
+    return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+
+def _small(x, seeds: _Seeds):
+    """A MobileNet-like CNN: a 4x4 patch stem to 1/4 resolution, then depthwise-separable blocks."""
+    for i, (block, filters, stride) in enumerate(_SMALL):
+        p = f"block{i}_"
+        if block == "ds":
+            x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
+                                       depthwise_initializer=seeds.he(), name=p + "dw")(x)  # fmt: skip
+            x = layers.ReLU(6.0, name=p + "dw_relu")(layers.BatchNormalization(name=p + "dw_bn")(x))
+            x = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=seeds.he(), name=p + "pw")(x)
+        else:
+            x = layers.Conv2D(filters, stride, strides=stride, padding="same", use_bias=False,
+                              kernel_initializer=seeds.he(), name=p + "patch")(x)  # fmt: skip
+        x = layers.ReLU(6.0, name=p + "relu")(layers.BatchNormalization(name=p + "bn")(x))
+    return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+
+def _efficientnet(n: int, input_shape: tuple[int, int, int], *, weights: str, seed: int) -> keras.Model:
+    """Keras EfficientNetB{n} from its stem conv on (no rescaling/normalisation), 1 input channel."""
+    ctor = getattr(keras.applications, f"EfficientNetB{n}")
+    full = ctor(include_top=False, weights=None, input_shape=input_shape)
+    backbone = keras.Model(full.get_layer("stem_conv_pad").input, full.output, name=f"efficientnetb{n}")
+    _reseed(backbone, seed)
+    if weights:
+        _load_imagenet(backbone, ctor, input_shape, weights)
+    return backbone
+
+
+_INIT_ATTRS = (("kernel", "kernel_initializer"), ("depthwise_kernel", "depthwise_initializer"))
+
+
+def _reseed(model: keras.Model, seed: int) -> None:
+    """Re-draw every conv/dense kernel from its own initializer with a seed from (seed, layer name)."""
+    for layer in model.layers:
+        for var_name, init_name in _INIT_ATTRS:
+            var, init = getattr(layer, var_name, None), getattr(layer, init_name, None)
+            if var is None or init is None:
+                continue
+            config = keras.initializers.serialize(init)
+            if "seed" not in config.get("config", {}):
+                continue
+            config["config"]["seed"] = (zlib.crc32(layer.name.encode()) + 7919 * int(seed)) % (2**31)
+            var.assign(keras.initializers.deserialize(config)(var.shape, var.dtype))
+
+
+def _load_imagenet(backbone: keras.Model, ctor, input_shape: tuple[int, int, int], path: str) -> None:
+    """Load a 3-channel weights file into a 3-channel copy, then copy it over, folding the stem kernel."""
+    rgb = ctor(include_top=False, weights=None, input_shape=(*input_shape[:2], 3))
+    try:
+        rgb.load_weights(path)
+    except FileNotFoundError:
+        raise UserError(f"weights file not found: {path}") from None
+    except (ValueError, OSError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot load {path} into {rgb.name} (include_top=False): {first}") from None
+    for layer in backbone.layers:
+        values = [w.numpy() for w in rgb.get_layer(layer.name).weights] if layer.weights else []
+        if layer.name == "stem_conv":
+            values = [values[0].sum(axis=2, keepdims=True)]
+        if values:
+            layer.set_weights(values)
+
+
+def model_flops(model: keras.Model) -> int:
+    """Forward FLOPs per image: 2 x multiply-adds of every Conv2D, DepthwiseConv2D and Dense layer.
+
+    Element-wise work (BN, activations, pooling, SE multiplies) is left out; it is a few percent.
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += model_flops(layer)
+            continue
+        if isinstance(layer, layers.DepthwiseConv2D):
+            out = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += out[1] * out[2] * out[3] * kh * kw
+        elif isinstance(layer, layers.Conv2D):
+            out = layer.output.shape
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1] // layer.groups
+            total += out[1] * out[2] * out[3] * kh * kw * cin
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return 2 * int(total)
