@@ -7,8 +7,10 @@ strokes). `--codec` also compares the image encodings (raw / raw+GZIP / PNG / se
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-import sys
+import shutil
 import tempfile
 import time
 
@@ -18,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from tpu_grapheme.data import tfrecord
+from tpu_grapheme import prepare
+from tpu_grapheme.data import kaggle, pipeline, tfrecord
 from tpu_grapheme.data.schema import HEIGHT, NUM_CLASSES, PIXEL_COLUMNS, WIDTH
 
 
@@ -108,8 +111,85 @@ def codec_table(images: np.ndarray, work: str) -> list[dict]:
     return rows
 
 
+def _rate(fn) -> tuple[float, float]:
+    t = time.perf_counter()
+    n = fn()
+    dt = time.perf_counter() - t
+    return n / dt, dt
+
+
+def pipeline_rate(pattern: str, resize, *, batch_size: int, batches: int) -> float:
+    """Training pipeline images/s (shuffle, repeat, decode, resize, normalise), after a warm-up."""
+    ds = pipeline.build_dataset(
+        pattern, batch_size=batch_size, resize=resize, training=True, shuffle_buffer=1024
+    )
+    it = iter(ds)
+    for _ in range(5):
+        next(it)
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch_size / (time.perf_counter() - t)
+
+
+def run(args: argparse.Namespace) -> dict:
+    work = tempfile.mkdtemp(prefix="data_bench_")
+    data = args.data or os.path.join(work, "kaggle")
+    if not args.data:
+        write_kaggle_set(data, args.rows)
+    csv = os.path.join(data, "train.csv")
+    files = kaggle.parquet_files(os.path.join(data, "train_image_data_*.parquet"))
+    results: dict = {"rows": len(kaggle.read_train_csv(csv)), "cpus": os.cpu_count()}
+
+    def read_all():
+        return sum(
+            len(ids) for f in files for ids, _ in kaggle.iter_parquet_images(f, batch_rows=args.batch_rows)
+        )
+
+    results["parquet_read_img_s"], _ = _rate(read_all)
+    out = os.path.join(work, "shards")
+    results["prepare_img_s"], results["prepare_s"] = _rate(
+        lambda: prepare.prepare(csv, out, progress=False, overwrite=True, batch_rows=args.batch_rows)["total"]
+    )
+    for name, size in (("64x112", (64, 112)), ("137x236", None)):
+        results[f"pipeline_img_s_{name}"] = pipeline_rate(
+            out, size, batch_size=args.batch_size, batches=args.batches
+        )
+    if args.codec:
+        sample = kaggle_like_images(min(args.rows, 512), 1)
+        results["codecs"] = codec_table(sample, work)
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def print_table(r: dict) -> None:
+    print(f"rows={r['rows']} cpus={r['cpus']}")
+    for key in ("parquet_read_img_s", "prepare_img_s", "pipeline_img_s_64x112", "pipeline_img_s_137x236"):
+        print(f"  {key:<26} {r[key]:>10,.0f}")
+    if "codecs" in r:
+        print(f"  {'codec':<18}{'KB/img':>8}{'encode img/s':>14}{'decode img/s':>14}")
+        for c in r["codecs"]:
+            print(
+                f"  {c['codec']:<18}{c['kb_per_image']:>8.1f}{c['encode_img_s']:>14,.0f}{c['decode_img_s']:>14,.0f}"
+            )
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="", help="Kaggle-layout dir (default: generate one)")
+    p.add_argument("--rows", type=int, default=2048, help="rows to generate without --data")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=30, help="timed pipeline batches")
+    p.add_argument("--batch-rows", type=int, default=1024, help="parquet rows per read batch")
+    p.add_argument("--codec", action="store_true", help="also compare raw / gzip / PNG / seed encodings")
+    p.add_argument("--json", default="", help="write the results here")
+    args = p.parse_args(argv)
+    r = run(args)
+    print_table(r)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1)
+
+
 if __name__ == "__main__":
-    imgs = kaggle_like_images(int(sys.argv[1]) if len(sys.argv) > 1 else 256, 0)
-    with tempfile.TemporaryDirectory() as d:
-        for r in codec_table(imgs, d):
-            print(r)
+    main()

@@ -77,9 +77,10 @@ def prepare(
     df = kaggle.read_train_csv(split_csv)
     if len(df) == 0:
         raise UserError(f"{split_csv}: no rows")
-    pattern = parquet_pattern or os.path.join(
-        os.path.dirname(os.path.abspath(split_csv)), "train_image_data_*.parquet"
+    csv_dir = (
+        posixpath.dirname(split_csv) if "://" in split_csv else os.path.dirname(os.path.abspath(split_csv))
     )
+    pattern = parquet_pattern or _join(csv_dir, "train_image_data_*.parquet")
     files = kaggle.parquet_files(pattern)
     _check_ids(df, files)
     _prepare_out_dir(out_dir, overwrite)

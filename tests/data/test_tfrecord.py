@@ -54,7 +54,8 @@ def test_write_seed_shards_names(tmp_path):
     assert [os.path.basename(p) for p in paths] == ["00-2.tfrec", "01-1.tfrec"]
     assert [tfrecord.seed_name_count(p) for p in paths] == [2, 1]
     assert tfrecord.seed_name_count("x/train.tfrec") is None
-    assert open(paths[0], "rb").read(2) == b"\x1f\x8b"  # GZIP
+    with open(paths[0], "rb") as f:
+        assert f.read(2) == b"\x1f\x8b"  # GZIP
 
 
 def test_detect_rejects_other_files(tmp_path):

@@ -10,15 +10,18 @@ the parquet's pixels and the pipeline treats them alike.
 
 Format and compression are read from the first record of a file, never from a flag.
 
-Measured (benchmarks/data_throughput.py --codec, 2-core CPU, 512 images 137x236 of a Kaggle-like
-noisy background with strokes; parse+decode in tf.data, one thread):
-    raw,  no compression:  32.4 KB/image, decode ~33,000 img/s
-    raw,  GZIP records:    ~19 KB/image,  decode ~6,500 img/s
-    PNG,  no compression:  ~21 KB/image,  decode ~3,300 img/s
-    seed (Int64List,GZIP): ~26 KB/image,  decode ~1,800 img/s
-Choice: raw bytes, uncompressed. PNG saves ~35 % of the bytes on noisy scans but costs ~10x the
-decode CPU; on a TPU VM the host CPU feeding 8 cores is the scarce resource, while GCS bandwidth
-(~32 KB x 3,000 img/s = 100 MB/s) is not. `prepare --image-format png` stays available for small disks.
+Measured with `benchmarks/data_throughput.py --codec` (512 Kaggle-like 137x236 images: grainy,
+shaded light background, thick dark strokes; 2-core CPU shared with other jobs, load ~12, so
+absolute rates are low, ratios are what matter; decode = parse + decode in tf.data, batches of 64):
+    encoding                KB/image   encode img/s   decode img/s
+    raw, uncompressed          32.4         1,122          4,512
+    raw, GZIP records          21.1            98            711
+    PNG, uncompressed          19.5            73            309
+    seed (Int64List, GZIP)     21.7            37            372
+Choice: raw bytes, uncompressed. PNG saves ~40 % of the bytes but decodes ~15x slower (and GZIP
+records ~6x slower); on a TPU VM the host CPU feeding the cores is the scarce resource, while the
+bandwidth raw needs (32 KB x 3,000 img/s ~ 100 MB/s from GCS) is not. `--image-format png` remains
+for small disks; the reader handles either, and GZIP/ZLIB records too.
 """
 
 from __future__ import annotations
