@@ -186,18 +186,34 @@ class SearchSpace:
         seed: int | None = None,
         resources: Mapping[str, Any] | None = None,
     ) -> SearchSpace:
-        """CLI overrides (`--set k=v` fixes a field, even a searched one); the result is re-validated."""
+        """CLI overrides (`--set k=v` fixes a field, even a searched one); the result is re-validated.
+
+        A new `steps` (`steps=` or `--set steps=N`) rescales what is measured in steps and was not given
+        too: `checkpoint_interval`, ASHA's `grace_period` and `max_t`. So `--steps 40` runs the same
+        search, shorter.
+        """
         data = self.to_yaml_dict()
         search, space = data["search"], data["space"]
-        for k, v in (sets or {}).items():
-            key = k.replace("-", "_")
+        sets = {k.replace("-", "_"): v for k, v in (sets or {}).items()}
+        for key, value in sets.items():
             if key not in FIELDS:
-                raise unknown_field_error(k)
-            space[key] = {"fixed": v}
+                raise unknown_field_error(key)
+            space[key] = {"fixed": value}
+        if steps is None and "steps" in sets:
+            steps = _number(sets["steps"], "steps", integer=True)
         if steps is not None:
             space["steps"] = {"fixed": steps}
-            if search["scheduler"].get("max_t", 0) > steps:
-                search["scheduler"]["max_t"] = steps
+        if steps is not None and "steps" not in self.params and steps != self.steps:
+            ratio = steps / self.steps
+            sched = search["scheduler"]
+            interval = self.fixed.get("checkpoint_interval", FIELDS["checkpoint_interval"].default)
+            if "checkpoint_interval" not in sets and "checkpoint_interval" not in self.params:
+                interval = max(1, round(int(interval) * ratio))
+                space["checkpoint_interval"] = {"fixed": interval}
+            if grace_period is None and sched.get("grace_period"):
+                sched["grace_period"] = max(int(interval), round(sched["grace_period"] * ratio))
+            if sched.get("max_t"):
+                sched["max_t"] = min(steps, max(1, round(sched["max_t"] * ratio)))
         for key, value in (("trials", trials), ("max_concurrent", max_concurrent), ("seed", seed)):
             if value is not None:
                 search[key] = value

@@ -65,6 +65,21 @@ def test_round_trip_and_overrides(tmp_path):
     assert over.resources.bundle(host_tpu_chips=4) == {"CPU": 1.0, "TPU": 4.0}
 
 
+def test_fewer_steps_rescale_what_is_measured_in_steps_unless_given():
+    cutmix = load_space("cutmix")  # steps 600, checkpoint_interval 100, grace_period 100
+    short = cutmix.with_overrides(steps=40)
+    assert (short.steps, short.fixed["checkpoint_interval"], short.grace_period, short.max_t) == (
+        40,
+        7,
+        7,
+        40,
+    )
+    same = cutmix.with_overrides(sets={"steps": "40"})  # --set steps=40 means the same
+    assert same.fixed["checkpoint_interval"] == 7 and same.grace_period == 7
+    given = cutmix.with_overrides(steps=40, sets={"checkpoint_interval": 10}, grace_period=20)
+    assert (given.fixed["checkpoint_interval"], given.grace_period) == (10, 20)
+
+
 def test_tuple_field_choices_become_strings_that_trainconfig_accepts(tmp_path):
     text = GOOD.replace("resize: [32, 56]", "resize: {choice: [[32, 56], [48, 84]]}")
     space = load_space(write(tmp_path, text))

@@ -1,0 +1,34 @@
+"""Trainable helpers: a trial's config lives in its own dir; a Ray checkpoint lands where the loop resumes.
+
+The trainable itself (reporting, retry from a checkpoint, TPU placement) runs for real in test_search.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray.tune
+
+from tune.trainable import restore_checkpoint, trial_config
+
+
+def test_trial_config_runs_under_the_trial_dir(tmp_path):
+    cfg = trial_config({"arch": "tiny", "output_dir": "elsewhere"}, {"max_lr": 0.002}, str(tmp_path))
+    assert cfg.output_dir == str(tmp_path) and cfg.run_dir.startswith(str(tmp_path))
+    assert cfg.arch == "tiny" and cfg.max_lr == 0.002
+
+
+def test_restore_checkpoint_replaces_the_run_checkpoints(tmp_path):
+    reported = tmp_path / "reported"
+    reported.mkdir()
+    (reported / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
+    (reported / "ckpt-2.index").write_text("x")
+    run_dir = tmp_path / "trial" / "run"
+    stale = run_dir / "checkpoints"
+    stale.mkdir(parents=True)
+    (stale / "ckpt-3.index").write_text("newer than the last report")
+
+    assert restore_checkpoint(None, str(run_dir)) is None
+    dest = restore_checkpoint(ray.tune.Checkpoint.from_directory(str(reported)), str(run_dir))
+    assert dest == os.path.join(run_dir, "checkpoints")
+    assert sorted(os.listdir(dest)) == ["checkpoint", "ckpt-2.index"]
