@@ -102,7 +102,7 @@ def _train_loop(args, train_csv: str, valid_csv: str, pattern: str, work: str) -
         checkpoint_interval=max(1, args.steps // 2),
         log_interval=max(1, args.steps // 10),
         output_dir=os.path.join(work, "runs"),
-        run_name=f"{args.arch}_loop",
+        run_name=args.run_name or f"{args.arch}_loop_{args.steps}",
         seed=args.seed,
     )
     return run_training(cfg).run_dir
@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--max-lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--powers", default="1.0,1.2", help="reweight powers to score")
+    p.add_argument("--run-name", default="", help="run dir name under WORK/runs (loop trainer)")
+    p.add_argument("--powers", default="0.5,1.0,1.2", help="reweight powers to score")
     args = p.parse_args(argv)
 
     os.makedirs(args.work, exist_ok=True)
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
         result["by_power"][str(power)] = rows
         print(f"\nreweight power {power} ({rows[0]['n']} validation images, trainer {trainer}):")
         print(inference.format_table(rows))
-    with open(os.path.join(args.work, "reweight_gain.json"), "w") as f:
+    with open(os.path.join(args.work, f"reweight_gain_{os.path.basename(run_dir)}.json"), "w") as f:
         json.dump(result, f, indent=2)
     return 0
 

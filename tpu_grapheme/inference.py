@@ -58,17 +58,16 @@ class Member:
 def preprocess(images, resize: tuple[int, int]):
     """uint8 [n, 137, 236] Kaggle images (dark ink) -> model input float32 [n, H, W, 1], as in training.
 
-    Mirrors `pipeline.build_dataset`: antialiased bilinear resize of the raw pixels, then `normalize`
-    (which inverts to ink-bright and standardises).
+    Uses the training pipeline's own resize and `normalize` (inverts to ink-bright, standardises), so
+    inference cannot drift from what `pipeline.build_dataset` feeds the model.
     """
     import tensorflow as tf
 
-    from tpu_grapheme.data.pipeline import normalize
+    from tpu_grapheme.data import pipeline
 
+    resize_fn = getattr(pipeline, "resize", None) or pipeline._resize  # one source of truth
     x = tf.cast(tf.convert_to_tensor(images)[..., None], tf.float32)
-    if tuple(resize) != (HEIGHT, WIDTH):
-        x = tf.image.resize(x, tuple(resize), method="bilinear", antialias=True)
-    return normalize(x)
+    return tf.cast(pipeline.normalize(resize_fn(x, tuple(resize))), tf.float32)
 
 
 def _predict_fn(model, resize: tuple[int, int], head_order: Sequence[int]) -> Callable:
