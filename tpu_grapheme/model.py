@@ -25,6 +25,9 @@ from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError
 
 _EFFNET = re.compile(r"^b([0-7])(g?)$")
+# `small` trains for ~1-2k steps on a CPU: Keras' default 0.99 leaves the moving statistics far from
+# the batch statistics that early, and evaluation (inference mode) collapses to one class.
+_BN_MOMENTUM = 0.9
 
 # `small`: (block, output channels, stride). "patch": a k x k stride-k conv (non-overlapping patches,
 # 64x112 -> 16x28 in one step); "ds": depthwise 3x3 + BN + ReLU6 then 1x1 + BN + ReLU6. On a 2-core CPU
@@ -126,12 +129,16 @@ def _small(x, seeds: _Seeds):
         if block == "ds":
             x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
                                        depthwise_initializer=seeds.he(), name=p + "dw")(x)  # fmt: skip
-            x = layers.ReLU(6.0, name=p + "dw_relu")(layers.BatchNormalization(name=p + "dw_bn")(x))
+            x = layers.ReLU(6.0, name=p + "dw_relu")(
+                layers.BatchNormalization(momentum=_BN_MOMENTUM, name=p + "dw_bn")(x)
+            )
             x = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=seeds.he(), name=p + "pw")(x)
         else:
             x = layers.Conv2D(filters, stride, strides=stride, padding="same", use_bias=False,
                               kernel_initializer=seeds.he(), name=p + "patch")(x)  # fmt: skip
-        x = layers.ReLU(6.0, name=p + "relu")(layers.BatchNormalization(name=p + "bn")(x))
+        x = layers.ReLU(6.0, name=p + "relu")(
+            layers.BatchNormalization(momentum=_BN_MOMENTUM, name=p + "bn")(x)
+        )
     return layers.GlobalAveragePooling2D(name="avg_pool")(x)
 
 
