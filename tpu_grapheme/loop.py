@@ -105,22 +105,21 @@ def padded_batches(ds: tf.data.Dataset, batch_size: int, num_batches: int) -> tf
 
 
 def class_counts(pattern: str) -> dict[str, list[int]]:
-    """Training label counts per head (for the prior-based reweight): the manifest's, else one label pass."""
+    """Training label counts per head (the prior-based reweight needs them): from the shards'
+    manifests, which `prepare` writes, else from one pass over the labels (e.g. the seed's shards)."""
+    dirs = sorted({os.path.dirname(f) for f in pipeline.list_shards(pattern)})
+    manifests = [pipeline.read_manifest(d) for d in dirs]
+    if all(m and "class_counts" in m for m in manifests):
+        return {
+            name: np.sum([m["class_counts"][name] for m in manifests], axis=0).tolist() for name in HEAD_NAMES
+        }
     counts = [np.zeros(n, np.int64) for n in NUM_CLASSES]
-    manifests = {os.path.dirname(f) for f in pipeline.list_shards(pattern)}
-    stored = [pipeline._manifest(d) for d in manifests]
-    if stored and all(m and "class_counts" in m for m in stored):
-        for m in stored:
-            for h, name in enumerate(HEAD_NAMES):
-                counts[h] += np.asarray(m["class_counts"][name], np.int64)
-    else:
-        ds = pipeline.build_dataset(
-            pattern, batch_size=1024, resize=None, training=False, normalized=False, drop_remainder=False
-        )
-        for _, labels in ds.map(lambda x, y: ((), y)):
-            labels = labels.numpy()
-            for h, n in enumerate(NUM_CLASSES):
-                counts[h] += np.bincount(labels[:, h], minlength=n)
+    ds = pipeline.build_dataset(
+        pattern, batch_size=1024, resize=None, training=False, normalized=False, drop_remainder=False
+    )
+    for _, labels in ds:
+        for h, n in enumerate(NUM_CLASSES):
+            counts[h] += np.bincount(labels.numpy()[:, h], minlength=n)
     return {name: c.tolist() for name, c in zip(HEAD_NAMES, counts, strict=True)}
 
 

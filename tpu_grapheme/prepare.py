@@ -23,7 +23,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tpu_grapheme.data import kaggle, tfrecord
-from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_PIXELS, WIDTH
+from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, NUM_PIXELS, WIDTH
 from tpu_grapheme.errors import UserError, cli_main
 
 SCHEMA_VERSION = 1
@@ -144,6 +144,11 @@ def prepare(
         "height": HEIGHT,
         "width": WIDTH,
         "labels": list(HEAD_NAMES),
+        # per-head label counts of this split: the training prior that inference's reweight can use
+        "class_counts": {
+            name: np.bincount(labels[written, h], minlength=c).tolist()
+            for h, (name, c) in enumerate(zip(HEAD_NAMES, NUM_CLASSES, strict=True))
+        },
         "total": int(sum(s["count"] for s in shards)),
         "total_bytes": int(sum(s["bytes"] for s in shards)),
         "shards": shards,

@@ -41,7 +41,7 @@ def _join(d: str, name: str) -> str:
     return posixpath.join(d, name) if "://" in d else os.path.join(d, name)
 
 
-def _manifest(directory: str) -> dict | None:
+def read_manifest(directory: str) -> dict | None:
     path = _join(directory, MANIFEST)
     if not tf.io.gfile.exists(path):
         return None
@@ -59,7 +59,7 @@ def list_shards(pattern: str) -> list[str]:
         raise UserError("empty TFRecord file pattern")
     try:
         if tf.io.gfile.isdir(pattern):
-            m = _manifest(pattern)
+            m = read_manifest(pattern)
             if m is not None:
                 files = [_join(pattern, s["file"]) for s in m.get("shards", [])]
                 missing = [f for f in files if not tf.io.gfile.exists(f)]
@@ -83,7 +83,7 @@ def check_shards(files: list[str]) -> tfrecord.RecordFormat:
     """Cheap up-front check of every shard (first record, manifest size); returns their common format."""
     sizes = {}
     for d in {_dirname(f) for f in files}:
-        m = _manifest(d)
+        m = read_manifest(d)
         if m:
             sizes.update({_join(d, s["file"]): s.get("bytes") for s in m.get("shards", [])})
     formats = {}
@@ -113,7 +113,7 @@ def count_records(pattern: str) -> int:
     files = list_shards(pattern)
     counts: dict[str, int] = {}
     for d in {_dirname(f) for f in files}:
-        m = _manifest(d)
+        m = read_manifest(d)
         if m:
             counts.update({_join(d, s["file"]): int(s["count"]) for s in m.get("shards", [])})
     total = 0
