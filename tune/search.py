@@ -156,8 +156,25 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> None:
         except (ConnectionError, RuntimeError) as e:
             raise UserError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
         return
+    # Without an address ray.init() would join a cluster that `ray start` left on this machine (or
+    # RAY_ADDRESS), where num_cpus is refused: say what to do instead.
+    running = os.environ.get("RAY_ADDRESS") or _address_of_ray_start()
+    if running:
+        raise UserError(
+            f"a Ray cluster is already running here ({running}, from `ray start` or RAY_ADDRESS): "
+            "pass --address auto to search on it, or stop it (`ray stop`) for a private local search"
+        )
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance: no token needed
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+
+
+def _address_of_ray_start() -> str | None:
+    """The address `ray start` records for `ray.init()` on this machine (None: nothing running)."""
+    try:
+        from ray._private.utils import read_ray_address
+    except ImportError:  # moved in another Ray version: let ray.init() decide
+        return None
+    return read_ray_address()
 
 
 def alive_nodes() -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,3 +128,4 @@ def ray_cluster():
                 p.wait(timeout=30)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)  # anything of that node still alive (same process group)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -82,6 +82,13 @@ def test_cli_input_errors(tmp_path, capsys, argv, message):
     assert exit_.value.code == 2 and message in err and err.count("\n") == 1
 
 
+def test_local_search_refuses_to_join_a_running_cluster_by_accident(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    with pytest.raises(SystemExit) as exit_:
+        search.main(["--space", "cutmix", "--storage", str(tmp_path)])
+    assert exit_.value.code == 2 and "pass --address auto to search on it" in capsys.readouterr().err
+
+
 def test_parse_sets_keeps_strings_and_reads_numbers():
     sets = search.parse_sets(
         ["arch=tiny", "steps=40", "max_lr=1e-3", "resize=32,56", "run_name=off", "radam=true"]
