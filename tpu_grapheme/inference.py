@@ -65,7 +65,7 @@ def preprocess(images, resize: tuple[int, int]):
 
     from tpu_grapheme.data import pipeline
 
-    resize_fn = getattr(pipeline, "resize", None) or pipeline._resize  # one source of truth
+    resize_fn = pipeline.resize_images  # one source of truth with training
     x = tf.cast(tf.convert_to_tensor(images)[..., None], tf.float32)
     return tf.cast(pipeline.normalize(resize_fn(x, tuple(resize))), tf.float32)
 

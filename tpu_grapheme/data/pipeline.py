@@ -134,7 +134,7 @@ def _count_file(path: str, compression: str) -> int:
         raise UserError(f"corrupt TFRecord shard {path}: {e.message.splitlines()[0]}") from None
 
 
-def _resize(images: tf.Tensor, resize: tuple[int, int] | None) -> tf.Tensor:
+def resize_images(images: tf.Tensor, resize: tuple[int, int] | None) -> tf.Tensor:
     """[B, H, W, 1] -> [B, h, w, 1] float32; area when shrinking, bilinear when enlarging; skipped at full size.
 
     Measured on 128 images 137x236 -> 64x112 (2 loaded CPUs): area 1,541 img/s, antialiased bilinear 518.
@@ -208,7 +208,7 @@ def build_dataset(
 
     def decode(serialized):
         images, labels = tfrecord.parse_batch(serialized, fmt.image_format)
-        images = _resize(images[..., None], resize)
+        images = resize_images(images[..., None], resize)
         if normalized:
             images = normalize(images)
         return images, labels
