@@ -160,20 +160,8 @@ class _Trainer:
                 strategy=self.strategy,
                 model=self.model,
                 optimizer=self.optimizer,
-                config=StepConfig(
-                    per_replica_batch=cfg.batch_size,
-                    grad_accum=cfg.grad_accum,
-                    head_weights=cfg.head_weights,
-                    mixup_alpha=cfg.mixup_alpha,
-                    cutmix_alpha=cfg.cutmix_alpha,
-                    mix_prob=cfg.mix_prob,
-                    cutmix_share=cfg.cutmix_share,
-                    label_smoothing=cfg.label_smoothing,
-                    seed=cfg.seed,
-                    jit_compile=self.jit,
-                    dynamic_loss_scale=self.precision == "float16",
-                    initial_loss_scale=cfg.loss_scale,
-                    loss_scale_growth=cfg.loss_scale_growth,
+                config=StepConfig.from_train_config(
+                    cfg, jit_compile=self.jit, dynamic_loss_scale=self.precision == "float16"
                 ),
             )
             self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_metric")

@@ -48,6 +48,25 @@ class StepConfig:
         if self.per_replica_batch < 1 or self.grad_accum < 1:
             raise ValueError("per_replica_batch and grad_accum must be >= 1")
 
+    @classmethod
+    def from_train_config(cls, cfg, *, jit_compile: bool, dynamic_loss_scale: bool) -> StepConfig:
+        """The step's share of a `TrainConfig` (plus what the device decides: XLA, loss scaling)."""
+        return cls(
+            per_replica_batch=cfg.batch_size,
+            grad_accum=cfg.grad_accum,
+            head_weights=cfg.head_weights,
+            mixup_alpha=cfg.mixup_alpha,
+            cutmix_alpha=cfg.cutmix_alpha,
+            mix_prob=cfg.mix_prob,
+            cutmix_share=cfg.cutmix_share,
+            label_smoothing=cfg.label_smoothing,
+            seed=cfg.seed,
+            jit_compile=jit_compile,
+            dynamic_loss_scale=dynamic_loss_scale,
+            initial_loss_scale=cfg.loss_scale,
+            loss_scale_growth=cfg.loss_scale_growth,
+        )
+
     @property
     def augments(self) -> bool:
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
