@@ -119,8 +119,8 @@ BAD = [
     ("space:\n  arch: {fixed: resnet}\n", "fixed values are rejected by TrainConfig: arch 'resnet'"),
     ("space:\n  steps: {fixed: 10}\n  checkpoint_interval: 10\n", "grace_period 10 must be < max_t 10"),
     (
-        "search: {scheduler: {grace_period: 5}}\nspace: {steps: 40}\n",
-        "checkpoint_interval 500 > scheduler grace",
+        "search: {scheduler: {grace_period: 5}}\nspace: {steps: 40, checkpoint_interval: 10}\n",
+        "checkpoint_interval 10 > scheduler grace_period 5",
     ),
     ("search: {resources: {cpu: 0}}\nspace: {arch: tiny}\n", "at least one cpu, gpu or tpu"),
     ("search: {trials: 0}\nspace: {arch: tiny}\n", "search trials must be >= 1"),
