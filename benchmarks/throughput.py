@@ -281,14 +281,17 @@ class Bench:
         return self.steps // spl, spl * micro
 
     def pipeline_alone(self) -> Runner:
+        """Windows of 20x the steps: the prefetch buffers refill while other runners run, and a short
+        window would mostly drain them."""
         it = iter(self._per_replica_ds(batch=self.global_batch))
+        batches = 20 * self.steps
 
         def window():
-            for _ in range(self.steps):
+            for _ in range(batches):
                 next(it)
 
         return Runner(
-            "pipeline_alone", self.steps * self.global_batch, window, "input pipeline alone (no model)"
+            "pipeline_alone", batches * self.global_batch, window, "input pipeline alone (no model)"
         )
 
     def fit(self, name, *, jit, spe, windows, label="", optimizer=None) -> Runner:
