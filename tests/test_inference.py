@@ -126,7 +126,7 @@ def test_preprocess_matches_the_training_pipeline(data):
 
     images = data["test"][:2]
     for resize in ((32, 56), (40, 300), (HEIGHT, WIDTH)):
-        want = pipeline.normalize(pipeline._resize(tf.constant(images)[..., None], resize))
+        want = pipeline.normalize(pipeline.resize_images(tf.constant(images)[..., None], resize))
         got = inference.preprocess(images, resize)
         assert got.shape == (2, *resize, 1) and got.dtype == tf.float32
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)

@@ -123,3 +123,22 @@ def test_missing_and_unreadable_parquet(tmp_path):
     bad.write_bytes(b"not parquet at all")
     with pytest.raises(UserError, match="not a readable parquet"):
         next(kaggle.iter_parquet_images(str(bad)))
+
+
+def test_large_csv_with_bengali_text_reads_across_buffer_boundaries(tmp_path):
+    """The grapheme column is multi-byte UTF-8; a CSV over the 256 KB read buffer must still parse."""
+    n = 12_000
+    df = pd.DataFrame(
+        {
+            "image_id": [f"Train_{i}" for i in range(n)],
+            "grapheme_root": np.arange(n) % 168,
+            "vowel_diacritic": np.arange(n) % 11,
+            "consonant_diacritic": np.arange(n) % 7,
+            "grapheme": ["ক্ষ্ণো"] * n,
+        }
+    )
+    path = tmp_path / "train.csv"
+    df.to_csv(path, index=False)
+    assert path.stat().st_size > 300_000
+    got = kaggle.read_train_csv(str(path))
+    assert len(got) == n and (got["grapheme"] == "ক্ষ্ণো").all()

@@ -86,9 +86,9 @@ def test_normalize_constants():
 def test_resize_keeps_thin_strokes():
     img = np.full((1, 137, 236, 1), 255, np.uint8)
     img[0, 60, :, 0] = 0  # a 1-pixel line must survive a 2x shrink
-    small = pipeline._resize(tf.constant(img), (64, 112)).numpy()
+    small = pipeline.resize_images(tf.constant(img), (64, 112)).numpy()
     assert small.shape == (1, 64, 112, 1) and small.min() < 200
-    assert pipeline._resize(tf.constant(img), (192, 330)).shape == (1, 192, 330, 1)
+    assert pipeline.resize_images(tf.constant(img), (192, 330)).shape == (1, 192, 330, 1)
 
 
 def _order(pattern, seed, **kw):

@@ -33,7 +33,7 @@ def _open_csv(path: str, what: str) -> pd.DataFrame:
     if not tf.io.gfile.exists(path):
         raise UserError(f"{what} not found: {path}")
     try:
-        with tf.io.gfile.GFile(path, "r") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             return pd.read_csv(f)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
