@@ -41,8 +41,8 @@ class TrainConfig:
     )
     valid_folder: str = _f("", "TFRecord file pattern for validation; empty: synthetic default")
     synthetic_dir: str = _f("", "cache dir of the synthetic default data set (default ~/.cache/tpu_grapheme)")
-    synthetic_rows: int = _f(24000, "rows rendered for the synthetic default (train + valid)")
-    resize: tuple[int, int] = _f((64, 112), "H,W the images are resized to")
+    synthetic_rows: int = _f(16000, "rows rendered for the synthetic default (train + valid)")
+    resize: tuple[int, int] = _f((56, 96), "H,W the images are resized to")
     shuffle_buffer: int = _f(4096, "shuffle buffer (images) of the training pipeline")
     # --- model ------------------------------------------------------------------------------
     arch: str = _f("small", f"backbone: {', '.join(ARCHS[:4])}, ..., b7, b0g..b7g (SE-gated heads)")
@@ -51,7 +51,7 @@ class TrainConfig:
     # --- optimisation -----------------------------------------------------------------------
     batch_size: int = _f(128, "micro-batch size per replica (global batch = batch_size x replicas)")
     grad_accum: int = _f(1, "micro-batches accumulated per optimizer step")
-    steps: int = _f(1500, "optimizer steps")
+    steps: int = _f(1000, "optimizer steps")
     optimizer: str = _f("adamw", f"one of {', '.join(OPTIMIZERS)} (ranger = RAdam + Lookahead)")
     radam: bool = _f(False, "seed flag: use RAdam (same as --optimizer radam)")
     max_lr: float = _f(3e-3, "peak learning rate")
@@ -79,7 +79,7 @@ class TrainConfig:
     tpu: str = _f("", "TPU name or 'local' for a TPU VM (default: $TPU_NAME or local)")
     seed: int = _f(42, "seed for weights, data order and augmentation")
     # --- loop, logging, output --------------------------------------------------------------
-    checkpoint_interval: int = _f(500, "steps between evaluation + checkpoint")
+    checkpoint_interval: int = _f(250, "steps between evaluation + checkpoint")
     log_interval: int = _f(50, "steps between progress lines")
     eval_batches: int = _f(0, "validation batches per evaluation (0: the whole split)")
     output_dir: str = _f("runs", "parent dir of the run dir (local or gs://)")
