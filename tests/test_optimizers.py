@@ -19,23 +19,20 @@ STEPS = 14  # with beta_2 = 0.999, rho_t >= 5 from t = 6: covers un-rectified an
 
 # ---- plain-numpy references of the published update rules -------------------------------------
 def radam_reference(theta, grads, *, lr, b1=0.9, b2=0.999, eps=ADAM_EPSILON, threshold=5.0, wd=0.0):
-    theta, m, v = theta.copy(), np.zeros_like(theta), np.zeros_like(theta)
-    rho_inf = 2 / (1 - b2) - 1
-    out, rectified = [], []
+    step = radam_step_fn(lr, b1, b2, eps, threshold)
+    state, out, rectified = None, [], []
     for t, g in enumerate(grads, start=1):
         theta = theta - lr * wd * theta  # decoupled weight decay (Keras: before the update)
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        m_hat = m / (1 - b1**t)
-        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
-        if rho >= threshold:
-            r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-            theta = theta - lr * r * m_hat / (np.sqrt(v / (1 - b2**t)) + eps)
-        else:
-            theta = theta - lr * m_hat
-        rectified.append(rho >= threshold)
+        state, theta = step(state, theta, g, t)
+        rectified.append(_rho(t, b2) >= threshold)
         out.append(theta.copy())
     return out, rectified
+
+
+def _rho(t, b2):
+    """RAdam's length of the approximated SMA at step t."""
+    rho_inf = 2 / (1 - b2) - 1
+    return rho_inf - 2 * t * b2**t / (1 - b2**t)
 
 
 def lookahead_reference(fast_trajectory_fn, theta, grads, *, k, alpha):
@@ -58,7 +55,7 @@ def radam_step_fn(lr, b1=0.9, b2=0.999, eps=ADAM_EPSILON, threshold=5.0):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         m_hat = m / (1 - b1**t)
-        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        rho = _rho(t, b2)
         if rho >= threshold:
             r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
             theta = theta - lr * r * m_hat / (np.sqrt(v / (1 - b2**t)) + eps)

@@ -129,3 +129,18 @@ def set_precision_policy(name: str, device_kind: str) -> str:
     precision = _AUTO_PRECISION[device_kind] if name == "auto" else name
     keras.mixed_precision.set_global_policy("float32" if precision == "float32" else f"mixed_{precision}")
     return precision
+
+
+def replica_local_sum(initial, *, name: str) -> tf.Variable:
+    """A variable each replica updates locally (no communication) and that reads as the sum over replicas.
+
+    Create inside `strategy.scope()`; `assign_add` in replica context, `read_value()` in cross-replica
+    context gives the total: one aggregation per read instead of one per update.
+    """
+    return tf.Variable(
+        initial,
+        trainable=False,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM,
+        name=name,
+    )

@@ -166,22 +166,10 @@ class _Trainer:
             )
             self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_metric")
             self.cms = [
-                tf.Variable(
-                    tf.zeros([n, n]),
-                    trainable=False,
-                    synchronization=tf.VariableSynchronization.ON_READ,
-                    aggregation=tf.VariableAggregation.SUM,
-                    name=f"cm_{h}",
-                )
+                distribute.replica_local_sum(tf.zeros([n, n]), name=f"cm_{h}")
                 for h, n in zip(HEAD_NAMES, NUM_CLASSES, strict=True)
             ]
-            self.valid_loss = tf.Variable(
-                tf.zeros([2]),
-                trainable=False,
-                synchronization=tf.VariableSynchronization.ON_READ,
-                aggregation=tf.VariableAggregation.SUM,
-                name="valid_loss",
-            )
+            self.valid_loss = distribute.replica_local_sum(tf.zeros([2]), name="valid_loss")
         self.ckpt = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, best_metric=self.best, **self.step.checkpoint_items()
         )

@@ -22,7 +22,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tpu_grapheme import augment, losses
+from tpu_grapheme import augment, distribute, losses
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 
 
@@ -101,13 +101,7 @@ class TrainStep:
             self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
             self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
             # Replica-local running sums for the host-loop summary, read (summed) once per call.
-            self._sums = tf.Variable(
-                tf.zeros([4]),
-                trainable=False,
-                synchronization=tf.VariableSynchronization.ON_READ,
-                aggregation=tf.VariableAggregation.SUM,
-                name="loss_sums",
-            )
+            self._sums = distribute.replica_local_sum(tf.zeros([4]), name="loss_sums")
         # Plain TF ops with no Python control flow on tensors: keep AutoGraph out (its conversion
         # cache has been seen to mix up the augmentation kernels' nested functions).
         compute = tf.autograph.experimental.do_not_convert(self._accumulate_grads)
