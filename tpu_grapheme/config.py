@@ -224,7 +224,6 @@ def _validate(c: TrainConfig) -> None:
         bool(c.train_folder) == bool(c.valid_folder),
         "give both --train-folder and --valid-folder, or neither (synthetic default)",
     )
-    _check(c.checkpoint_interval % 1 == 0 and c.steps >= 1, "steps must be >= 1")
 
 
 # ------------------------------------------------------------------------------------------------
