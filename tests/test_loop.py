@@ -11,7 +11,7 @@ import pytest
 
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.loop import EvalResult, padded_batches, run_training
+from tpu_grapheme.loop import EvalResult, padded_batches, run_training, split_micro_batches
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +145,12 @@ def test_synthetic_default_learns_in_a_ci_sized_run(tmp_path):
     result = run_training(cfg, log=lambda s: None)
     assert result.metrics["hierarchical_recall"] > 0.12, result.metrics
     assert result.metrics["recall_vowel_diacritic"] > 0.2, result.metrics
+
+
+def test_split_micro_batches_keeps_order():
+    x = np.arange(8 * 2 * 3, dtype=np.float32).reshape(8, 2, 3, 1)
+    y = np.arange(8 * 3, dtype=np.int32).reshape(8, 3)
+    xs, ys = split_micro_batches(x, y, 4)
+    assert xs.shape == (4, 2, 2, 3, 1) and ys.shape == (4, 2, 3)
+    np.testing.assert_array_equal(xs.numpy()[1], x[2:4])
+    np.testing.assert_array_equal(ys.numpy()[3], y[6:8])

@@ -44,6 +44,9 @@ class TrainConfig:
     synthetic_rows: int = _f(16000, "rows rendered for the synthetic default (train + valid)")
     resize: tuple[int, int] = _f((56, 96), "H,W the images are resized to")
     shuffle_buffer: int = _f(4096, "shuffle buffer (images) of the training pipeline")
+    cache_mb: int = _f(
+        4096, "keep decoded, resized training images (uint8) in memory when they fit in this many MB; 0: off"
+    )
     # --- model ------------------------------------------------------------------------------
     arch: str = _f("small", f"backbone: {', '.join(ARCHS[:4])}, ..., b7, b0g..b7g (SE-gated heads)")
     dropout: float = _f(0.2, "dropout before the three heads (the seed used 0.5 for EfficientNet)")
@@ -202,7 +205,7 @@ def _validate(c: TrainConfig) -> None:
         "keep_checkpoints",
     ):
         _check(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("eval_batches", "weight_decay", "shuffle_buffer"):
+    for name in ("eval_batches", "weight_decay", "shuffle_buffer", "cache_mb"):
         _check(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     _check(c.synthetic_rows >= 100, f"synthetic_rows must be >= 100, got {c.synthetic_rows}")
     _check(0 < c.max_lr <= 10, f"max_lr must be in (0, 10], got {c.max_lr}")

@@ -104,6 +104,14 @@ def padded_batches(ds: tf.data.Dataset, batch_size: int, num_batches: int) -> tf
     return ds.concatenate(filler).take(num_batches)
 
 
+def split_micro_batches(images: tf.Tensor, labels: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch of k*B -> [k, B, ...]: the step loops over the micro-batches without leaving the graph.
+
+    One batch of k*B and a free reshape, instead of batching k batches (a second copy of every image).
+    """
+    return tf.reshape(images, [k, -1, *images.shape[1:]]), tf.reshape(labels, [k, -1, *labels.shape[1:]])
+
+
 def class_counts(pattern: str) -> dict[str, list[int]]:
     """Training label counts per head (the prior-based reweight needs them): from the shards'
     manifests, which `prepare` writes, else from one pass over the labels (e.g. the seed's shards)."""
@@ -180,23 +188,44 @@ class _Trainer:
         self.history: list[dict] = []
 
     # --- data -----------------------------------------------------------------------------------
+    def _cache_mb(self, start_step: int) -> int:
+        """The pipeline's cache budget: off when the run sees less than one epoch (nothing to reuse)."""
+        more_than_an_epoch = (self.cfg.steps - start_step) * self.global_batch > self.n_train
+        return self.cfg.cache_mb if more_than_an_epoch else 0
+
+    def _cache_note(self, start_step: int) -> str:
+        cache_mb = self._cache_mb(start_step)
+        if cache_mb and pipeline.cache_fits(
+            pipeline.list_shards(self.train_pattern), resize=self.cfg.resize, n_pipes=1, cache_mb=cache_mb
+        ):
+            return "decoded images kept in memory after the first epoch"
+        why = (
+            "cache_mb=0"
+            if not self.cfg.cache_mb
+            else "run under one epoch"
+            if not cache_mb
+            else "over cache_mb"
+        )
+        return f"decoding every epoch ({why})"
+
     def _train_iterator(self, start_step: int):
         cfg, k = self.cfg, self.cfg.grad_accum
         seed = cfg.seed if start_step == 0 else cfg.seed + 1_000_003 * start_step
+        cache_mb = self._cache_mb(start_step)
 
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            per_replica = ctx.get_per_replica_batch_size(cfg.batch_size * ctx.num_replicas_in_sync)
             ds = pipeline.build_dataset(
                 self.train_pattern,
-                batch_size=ctx.get_per_replica_batch_size(cfg.batch_size * ctx.num_replicas_in_sync),
+                batch_size=per_replica * k,
                 resize=cfg.resize,
                 training=True,
                 seed=seed,
                 input_context=ctx,
                 shuffle_buffer=cfg.shuffle_buffer,
+                cache_mb=cache_mb,
             )
-            if k > 1:  # [k, B, ...]: the step loops over the micro-batches without leaving the graph
-                ds = ds.batch(k, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-            return ds
+            return ds.map(lambda x, y: split_micro_batches(x, y, k)) if k > 1 else ds
 
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
@@ -325,6 +354,8 @@ class _Trainer:
             f"({cfg.batch_size} x {self.replicas} replicas x {cfg.grad_accum} accum), "
             f"{self.n_train} train / {self.n_valid} valid images, steps {start}->{cfg.steps}"
         )
+        if start < cfg.steps:
+            log(f"input: {self._cache_note(start)}")
         writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
         iterator = self._train_iterator(start) if start < cfg.steps else None
         step, last = start, {}

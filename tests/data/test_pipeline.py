@@ -187,3 +187,41 @@ def test_mixed_formats_rejected(ours, seed_dir, tmp_path):
     shutil.copy(os.path.join(ours[0], first), tmp_path / "b.tfrec")
     with pytest.raises(UserError, match="shards mix formats"):
         pipeline.build_dataset(str(tmp_path), batch_size=2, training=False)
+
+
+@pytest.mark.parametrize("which", ["ours", "seed_dir"])
+def test_cache_full_size_is_pixel_exact(which, request):
+    out, df, images = request.getfixturevalue(which)
+    x, y = _raw(out, cache_mb=64)
+    assert x.dtype == np.uint8 and x.shape == (len(df), 137, 236, 1)
+    got = {img[..., 0].tobytes(): tuple(lb) for img, lb in zip(x, y, strict=True)}
+    assert got == _expected(df, images)
+
+
+def test_cache_resized_within_half_a_level_and_repeats(ours):
+    out, df, _ = ours
+    kw = {"batch_size": 4, "resize": (64, 112), "training": False, "deterministic": True}
+    plain = np.concatenate([x.numpy() for x, _ in pipeline.build_dataset(out, **kw)])
+    cached = np.concatenate([x.numpy() for x, _ in pipeline.build_dataset(out, cache_mb=64, **kw)])
+    assert cached.dtype == np.float32 and cached.shape == plain.shape
+    diff = np.abs(cached - plain).max()
+    assert 0 < diff <= 0.5 / 255 / pipeline.STD + 1e-6  # rounded to uint8, no more
+    train = pipeline.build_dataset(out, batch_size=4, resize=(64, 112), training=True, seed=3, cache_mb=64)
+    labels = np.concatenate([y.numpy() for _, y in train.take(3 * len(df) // 4)])  # 3 epochs
+    want = df[["grapheme_root", "vowel_diacritic", "consonant_diacritic"]].to_numpy()
+    for epoch in labels.reshape(3, len(df), 3):  # every epoch (cache filled or replayed) sees each image once
+        assert sorted(map(tuple, epoch)) == sorted(map(tuple, want))
+
+
+def test_cache_fits_budget_and_known_counts(ours, tmp_path, monkeypatch):
+    out, _, _ = ours
+    files = pipeline.list_shards(out)
+    assert pipeline.cache_fits(files, resize=(64, 112), n_pipes=1, cache_mb=1)
+    assert not pipeline.cache_fits(files, resize=(64, 112), n_pipes=1, cache_mb=0)
+    with monkeypatch.context() as m:  # 200k images at 64x112 need ~1.4 GB, 1/8 of that per pipeline
+        m.setattr(pipeline, "known_counts", lambda fs: {f: 200_000 // len(fs) for f in fs})
+        assert not pipeline.cache_fits(files, resize=(64, 112), n_pipes=1, cache_mb=1024)
+        assert pipeline.cache_fits(files, resize=(64, 112), n_pipes=8, cache_mb=1024)
+    for i, f in enumerate(files):  # no manifest, no `NN-COUNT` names: counts need a full read -> no cache
+        shutil.copy(f, tmp_path / f"part{i}.tfrec")
+    assert not pipeline.cache_fits(pipeline.list_shards(str(tmp_path)), resize=None, n_pipes=1, cache_mb=64)
