@@ -201,9 +201,10 @@ class Bench:
         self.n = args.steps_per_loop
         self.steps = args.steps
         self.global_batch = args.batch_size * self.replicas
+        self.n_records = pipeline.count_records(self.pattern)
 
     # --- data ---
-    def _per_replica_ds(self, ctx=None, *, batch=None):
+    def _per_replica_ds(self, ctx=None, *, batch=None, cache=True):
         return pipeline.build_dataset(
             self.pattern,
             batch_size=batch or self.args.batch_size,
@@ -212,20 +213,30 @@ class Bench:
             seed=self.cfg.seed,
             input_context=ctx,
             shuffle_buffer=self.cfg.shuffle_buffer,
+            cache_mb=self.cfg.cache_mb if cache else 0,
         )
 
-    def dist_iterator(self, *, k: int = 1, cached: bool = False, transform=None):
+    def epoch_batches(self, batch: int) -> int:
+        """Batches of `batch` that take a training pipeline past its first epoch (cache filled)."""
+        return math.ceil(self.n_records / batch) + 1
+
+    def dist_iterator(self, *, k: int = 1, cached: bool = False, transform=None, cache: bool = True):
+        """Distributed iterator as `loop.py` builds it, advanced past the first epoch so the pipeline's
+        in-memory cache is full: windows time the steady state of a multi-epoch run."""
+
         def fn(ctx):
-            ds = self._per_replica_ds(ctx, batch=ctx.get_per_replica_batch_size(self.global_batch))
+            per_replica = ctx.get_per_replica_batch_size(self.global_batch)
+            ds = self._per_replica_ds(ctx, batch=per_replica * k, cache=cache)
             if cached:  # the step alone: a few real batches held in memory, no decode work
                 ds = ds.take(CACHED_BATCHES).cache().repeat().prefetch(tf.data.AUTOTUNE)
             if transform is not None:
                 ds = transform(ds)
-            if k > 1:
-                ds = ds.batch(k, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-            return ds
+            return ds.map(lambda x, y: loop.split_micro_batches(x, y, k)) if k > 1 else ds
 
-        return iter(self.strategy.distribute_datasets_from_function(fn))
+        it = iter(self.strategy.distribute_datasets_from_function(fn))
+        for _ in range(self.epoch_batches(self.global_batch * k) if cache and not cached else 0):
+            next(it)
+        return it
 
     # --- model ---
     def model_and_optimizer(self, *, precision: str = "float32", optimizer=None):
@@ -258,10 +269,12 @@ class Bench:
         )
 
     # --- runners ---
-    def custom(self, name, *, spl=None, k=1, cached=False, label="", micro_per_step=1, **kw) -> Runner:
+    def custom(
+        self, name, *, spl=None, k=1, cached=False, cache=True, label="", micro_per_step=1, **kw
+    ) -> Runner:
         """Our loop: `steps` optimizer steps per window in calls of `spl` steps (loss read per call)."""
         ts = self.train_step(k=k, **kw)
-        it = self.dist_iterator(k=k, cached=cached)
+        it = self.dist_iterator(k=k, cached=cached, cache=cache)
         spl = spl or self.n
         calls, per_call = self._calls(spl, micro_per_step)
 
@@ -284,6 +297,8 @@ class Bench:
         """Windows of 20x the steps: the prefetch buffers refill while other runners run, and a short
         window would mostly drain them."""
         it = iter(self._per_replica_ds(batch=self.global_batch))
+        for _ in range(self.epoch_batches(self.global_batch)):  # fill the cache, as dist_iterator does
+            next(it)
         batches = 20 * self.steps
 
         def window():
@@ -305,9 +320,10 @@ class Bench:
                 jit_compile=jit,
                 steps_per_execution=spe,
             )
-        ds = self._per_replica_ds(batch=self.global_batch).map(
-            lambda x, y: (x, (y[:, 0], y[:, 1], y[:, 2])), num_parallel_calls=tf.data.AUTOTUNE
-        )
+        ds = self._per_replica_ds(batch=self.global_batch)
+        for _ in ds.take(self.epoch_batches(self.global_batch)):  # fill the in-memory cache (kept by ds)
+            pass
+        ds = ds.map(lambda x, y: (x, (y[:, 0], y[:, 1], y[:, 2])), num_parallel_calls=tf.data.AUTOTUNE)
         return FitRunner(
             name,
             self.steps * self.global_batch,
@@ -431,6 +447,7 @@ def main_group(b: Bench, args) -> dict[str, Runner]:
             )
         )
     rs.append(b.custom("cached_step", cached=True, label="step alone on cached in-memory batches"))
+    rs.append(b.custom("custom_nocache", cache=False, label="custom loop, images decoded every epoch"))
     rs.append(b.pipeline_alone())
     rs.append(b.fit("fit_default", jit="auto", spe=1, windows=windows, label="model.fit, default settings"))
     rs.append(b.fit("fit_spe", jit=False, spe=b.n, windows=windows, label=f"model.fit, spe {b.n}, jit off"))
@@ -538,6 +555,12 @@ def ratios(rs: dict[str, Runner], accum: dict) -> dict:
         "stall_share": paired(
             c, rs["cached_step"], lambda real, cached: min(1.0, max(0.0, 1.0 - real / cached))
         ),
+        "stall_share_nocache": paired(
+            rs["custom_nocache"],
+            rs["cached_step"],
+            lambda real, cached: min(1.0, max(0.0, 1.0 - real / cached)),
+        ),
+        "cache_gain": paired(c, rs["custom_nocache"]),
         "accum_k2_vs_k1": paired(rs["accum_k2"], c),
         "accum_k4_vs_k1": paired(rs["accum_k4"], c),
         "ours_aug_vs_seed_host_aug": paired(rs["aug_on"], rs["seed_host_aug"]),
