@@ -152,7 +152,7 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> None:
 
     if address:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=_trial_env())
         except (ConnectionError, RuntimeError) as e:
             raise UserError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
         return
@@ -165,7 +165,12 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> None:
             "pass --address auto to search on it, or stop it (`ray stop`) for a private local search"
         )
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance: no token needed
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=_trial_env())
+
+
+def _trial_env() -> dict:
+    """Trial processes keep TensorFlow's C++ info lines out of the console, as the train CLI does."""
+    return {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
 
 
 def _address_of_ray_start() -> str | None:
