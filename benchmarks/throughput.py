@@ -33,6 +33,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # seed_style, when run as a script
 
+import profile_ops  # noqa: E402
 import seed_style  # noqa: E402
 
 from tpu_grapheme import distribute, loop, optimizers, schedules  # noqa: E402
@@ -433,7 +434,7 @@ def matmul_peak(kind: str, *, seconds: float) -> dict:
 
 # ------------------------------------------------------------------------------------ the sections
 def main_group(b: Bench, args) -> dict[str, Runner]:
-    windows = args.repeats + 1
+    windows = args.repeats + 1 + bool(args.profile)  # fit runs exactly this many epochs
     rs: list[Runner] = []
     auto = "on" if b.auto_jit else "off"
     rs.append(b.custom("custom_spl1", spl=1, label=f"custom loop, steps_per_loop 1 (jit {auto})"))
@@ -506,6 +507,28 @@ def run_accum_subprocess(args) -> dict:
             return {"error": " | ".join(tail)}
         with open(out) as f:
             return json.load(f)
+
+
+def profile_runners(b: Bench, rs: dict[str, Runner], logdir: str) -> dict:
+    """One traced window of our loop and of the best tuned fit: wall time and op time per step."""
+    best_fit = max(_present(rs, "fit_spe", "fit_spe_jit"), key=_med)
+    out = {}
+    for r in (rs["custom_splN"], best_fit):
+        if r.error:
+            continue
+        t = {}
+        path = profile_ops.capture(
+            lambda r=r, t=t: t.setdefault("s", r.timed()), os.path.join(logdir, r.name)
+        )
+        table = profile_ops.op_times(path)
+        out[r.name] = {
+            "trace": path,
+            "ms_per_step": 1000 * t["s"] / b.steps,
+            "op_ms_per_step": sum(v["ms"] for v in table.values()) / b.steps,
+            "top_ops_per_step": profile_ops.per_step(table, b.steps),
+        }
+        log(f"profiled {r.name}: {out[r.name]['ms_per_step']:.1f} ms/step, trace {path}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -647,6 +670,19 @@ def print_table(result: dict) -> None:
         f"{f['achieved_flop_per_s'] / 1e9:.2f} GFLOP/s vs measured matmul peak "
         f"{f['peak_matmul_flop_per_s'] / 1e9:.1f} GFLOP/s: MFU {100 * f['mfu']:.1f} %"
     )
+    prof = result.get("profile") or {}
+    if prof:
+        names = list(prof)
+        print(f"\nprofile (ms per step, summed over threads){'':14s}" + "".join(f"{n:>22s}" for n in names))
+        print(f"{'wall':58s}" + "".join(f"{prof[n]['ms_per_step']:22.1f}" for n in names))
+        print(f"{'all ops':58s}" + "".join(f"{prof[n]['op_ms_per_step']:22.1f}" for n in names))
+        ops = dict.fromkeys(k for n in names for k in prof[n]["top_ops_per_step"])
+        for op in ops:
+            cells = [prof[n]["top_ops_per_step"].get(op) for n in names]
+            print(
+                f"  {op[:56]:56s}"
+                + "".join(f"{c['ms']:12.2f} ({c['count']:6.1f})" if c else f"{'-':>22s}" for c in cells)
+            )
     print(f"total {result['elapsed_s']:.0f}s\n", flush=True)
 
 
@@ -702,7 +738,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--resize", default=None, help="H,W (default 64,112; 32,56 with --quick)")
     p.add_argument(
-        "--steps", type=int, default=None, help="optimizer steps per timed window (default 10; 4 quick)"
+        "--steps", type=int, default=None, help="optimizer steps per timed window (default 5; 4 quick)"
     )
     p.add_argument(
         "--steps-per-loop", type=int, default=None, help="N for steps_per_loop / steps_per_execution"
@@ -728,6 +764,9 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--quick", action="store_true", help="tiny windows on the tiny arch: < 2 min on 2 cores")
+    p.add_argument(
+        "--profile", default="", help="also trace one window of our loop and of tuned fit (TF profiler) here"
+    )
     p.add_argument("--json", default="", help="write every raw number here")
     p.add_argument("--plot", default="", help="write a PNG bar chart here")
     p.add_argument("--accum-worker", default="", help=argparse.SUPPRESS)
@@ -736,7 +775,7 @@ def parse_args(argv=None):
     args.arch = args.arch or ("tiny" if q else "small")
     args.batch_size = args.batch_size or (32 if q else 64)
     args.steps_per_loop = args.steps_per_loop or (2 if q else 5)
-    args.steps = args.steps or (4 if q else 10)
+    args.steps = args.steps or (4 if q else 5)
     args.repeats = args.repeats or (3 if q else 5)
     args.jit_probe = (not q) if args.jit_probe is None else args.jit_probe
     try:
@@ -774,10 +813,12 @@ def main(argv=None) -> None:
     log("measuring the dense matmul peak")
     peak = matmul_peak(kind, seconds=1.0 if args.quick else 3.0)
     log(f"matmul peak {peak['flop_per_s'] / 1e9:.1f} GFLOP/s")
+    # The subprocess first: later the main process holds every runner's pipeline and threads.
+    accum = {} if args.no_multi_replica else run_accum_subprocess(args)
     rs = main_group(b, args)
     peak2 = matmul_peak(kind, seconds=1.0 if args.quick else 3.0)  # again after: take the better
     peak = peak if peak["flop_per_s"] >= peak2["flop_per_s"] else peak2
-    accum = {} if args.no_multi_replica else run_accum_subprocess(args)
+    profile = profile_runners(b, rs, args.profile) if args.profile else {}
     info["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result = {
         "device": info,
@@ -799,6 +840,7 @@ def main(argv=None) -> None:
         "multi_replica": accum,
         "ratios": ratios(rs, accum),
         "flops": flops_report(b, rs, peak),
+        "profile": profile,
         "elapsed_s": time.perf_counter() - _T0,
     }
     print_table(result)

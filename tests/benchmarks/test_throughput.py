@@ -74,6 +74,7 @@ def result(tmp_path_factory):
         f"--train-folder={tmp / '*.tfrec'}",
         f"--json={out}",
         f"--plot={tmp / 'out.png'}",
+        f"--profile={tmp / 'prof'}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,3 +120,14 @@ def test_flops_device_and_config(result):
     assert d["device_kind"] == "cpu" and d["cpu_cores"] >= 1 and d["tensorflow"] and d["cpu_model"]
     assert result["config"]["global_batch"] == 8 and result["config"]["arch"] == "tiny"
     assert result["multi_replica"] == {}  # --no-multi-replica
+
+
+def test_profile_breaks_both_loops_into_op_types(result):
+    prof = result["profile"]
+    assert set(prof) == {"custom_splN", result["ratios"]["custom_vs_fit_tuned"]["best_pair"][1]}
+    for p in prof.values():
+        assert os.path.exists(p["trace"]) and p["trace"].endswith(".xplane.pb")
+        assert _finite_positive(p["ms_per_step"]) and _finite_positive(p["op_ms_per_step"])
+        assert any("Conv2D" in op for op in p["top_ops_per_step"])  # the model's kernels (maybe fused)
+        assert not any("::" in op or op.startswith(" ") for op in p["top_ops_per_step"])
+        assert all(_finite_positive(v["ms"]) and v["count"] > 0 for v in p["top_ops_per_step"].values())
