@@ -18,16 +18,16 @@ train: $(STAMP)
 	$(PY) -m tpu_grapheme.train
 
 test: $(STAMP)
-	$(PY) -m ruff check tpu_grapheme tune benchmarks tests
+	$(PY) -m ruff check tpu_grapheme tune benchmarks tests setup.py
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check tpu_grapheme tune benchmarks tests
-	$(PY) -m ruff format --check tpu_grapheme tune benchmarks tests
+	$(PY) -m ruff check tpu_grapheme tune benchmarks tests setup.py
+	$(PY) -m ruff format --check tpu_grapheme tune benchmarks tests setup.py
 
 format: $(STAMP)
-	$(PY) -m ruff format tpu_grapheme tune benchmarks tests
-	$(PY) -m ruff check --fix tpu_grapheme tune benchmarks tests
+	$(PY) -m ruff format tpu_grapheme tune benchmarks tests setup.py
+	$(PY) -m ruff check --fix tpu_grapheme tune benchmarks tests setup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

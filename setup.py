@@ -1,12 +1,14 @@
 """Install `tpu_grapheme` (the training library) and `tune` (Ray Tune searches)."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="tpu_grapheme",
     version="0.1.0",
     description="TPU-ready custom training loop and tuning stack for Bengali grapheme classification",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["tpu_grapheme", "tpu_grapheme.*", "tune", "tune.*"]),
