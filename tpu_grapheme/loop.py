@@ -194,19 +194,16 @@ class _Trainer:
         return self.cfg.cache_mb if more_than_an_epoch else 0
 
     def _cache_note(self, start_step: int) -> str:
+        """What the input pipeline will do with decoded images, for the start-of-run log."""
         cache_mb = self._cache_mb(start_step)
-        if cache_mb and pipeline.cache_fits(
-            pipeline.list_shards(self.train_pattern), resize=self.cfg.resize, n_pipes=1, cache_mb=cache_mb
-        ):
-            return "decoded images kept in memory after the first epoch"
-        why = (
-            "cache_mb=0"
-            if not self.cfg.cache_mb
-            else "run under one epoch"
-            if not cache_mb
-            else "over cache_mb"
-        )
-        return f"decoding every epoch ({why})"
+        if not self.cfg.cache_mb:
+            return "decoding every epoch (cache_mb=0)"
+        if not cache_mb:
+            return "decoding every epoch (run under one epoch)"
+        files = pipeline.list_shards(self.train_pattern)
+        if not pipeline.cache_fits(files, resize=self.cfg.resize, n_pipes=1, cache_mb=cache_mb):
+            return "decoding every epoch (over cache_mb)"
+        return "decoded images kept in memory after the first epoch"
 
     def _train_iterator(self, start_step: int):
         cfg, k = self.cfg, self.cfg.grad_accum
