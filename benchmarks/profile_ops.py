@@ -13,23 +13,26 @@ import collections
 import glob
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 import tensorflow as tf
 
+T = TypeVar("T")
 
-def capture(window: Callable[[], object], logdir: str) -> str:
-    """Run `window()` under the TF profiler; the path of the `.xplane.pb` it wrote."""
+
+def capture(window: Callable[[], T], logdir: str) -> tuple[str, T]:
+    """Run `window()` under the TF profiler: the path of the `.xplane.pb` it wrote, and what it returned."""
     os.makedirs(logdir, exist_ok=True)
     before = set(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))
     tf.profiler.experimental.start(logdir)
     try:
-        window()
+        result = window()
     finally:
         tf.profiler.experimental.stop()
     new = sorted(set(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)) - before)
     if not new:
         raise RuntimeError(f"the profiler wrote no trace under {logdir}")
-    return new[-1]
+    return new[-1], result
 
 
 def op_times(xplane_path: str) -> dict[str, dict[str, float]]:

@@ -217,9 +217,11 @@ class Bench:
             cache_mb=self.cfg.cache_mb if cache else 0,
         )
 
-    def epoch_batches(self, batch: int) -> int:
-        """Batches of `batch` that take a training pipeline past its first epoch (cache filled)."""
-        return math.ceil(self.n_records / batch) + 1
+    def past_first_epoch(self, it, batch: int):
+        """Advance `it` (batches of `batch`) past its pipeline's first epoch, so the in-memory cache is full."""
+        for _ in range(math.ceil(self.n_records / batch) + 1):
+            next(it)
+        return it
 
     def dist_iterator(self, *, k: int = 1, cached: bool = False, transform=None, cache: bool = True):
         """Distributed iterator as `loop.py` builds it, advanced past the first epoch so the pipeline's
@@ -235,9 +237,7 @@ class Bench:
             return ds.map(lambda x, y: loop.split_micro_batches(x, y, k)) if k > 1 else ds
 
         it = iter(self.strategy.distribute_datasets_from_function(fn))
-        for _ in range(self.epoch_batches(self.global_batch * k) if cache and not cached else 0):
-            next(it)
-        return it
+        return self.past_first_epoch(it, self.global_batch * k) if cache and not cached else it
 
     # --- model ---
     def model_and_optimizer(self, *, precision: str = "float32", optimizer=None):
@@ -297,9 +297,7 @@ class Bench:
     def pipeline_alone(self) -> Runner:
         """Windows of 20x the steps: the prefetch buffers refill while other runners run, and a short
         window would mostly drain them."""
-        it = iter(self._per_replica_ds(batch=self.global_batch))
-        for _ in range(self.epoch_batches(self.global_batch)):  # fill the cache, as dist_iterator does
-            next(it)
+        it = self.past_first_epoch(iter(self._per_replica_ds(batch=self.global_batch)), self.global_batch)
         batches = 20 * self.steps
 
         def window():
@@ -322,8 +320,7 @@ class Bench:
                 steps_per_execution=spe,
             )
         ds = self._per_replica_ds(batch=self.global_batch)
-        for _ in ds.take(self.epoch_batches(self.global_batch)):  # fill the in-memory cache (kept by ds)
-            pass
+        self.past_first_epoch(iter(ds), self.global_batch)  # the cache lives in ds, past this iterator
         ds = ds.map(lambda x, y: (x, (y[:, 0], y[:, 1], y[:, 2])), num_parallel_calls=tf.data.AUTOTUNE)
         return FitRunner(
             name,
@@ -516,14 +513,11 @@ def profile_runners(b: Bench, rs: dict[str, Runner], logdir: str) -> dict:
     for r in (rs["custom_splN"], best_fit):
         if r.error:
             continue
-        t = {}
-        path = profile_ops.capture(
-            lambda r=r, t=t: t.setdefault("s", r.timed()), os.path.join(logdir, r.name)
-        )
+        path, seconds = profile_ops.capture(r.timed, os.path.join(logdir, r.name))
         table = profile_ops.op_times(path)
         out[r.name] = {
             "trace": path,
-            "ms_per_step": 1000 * t["s"] / b.steps,
+            "ms_per_step": 1000 * seconds / b.steps,
             "op_ms_per_step": sum(v["ms"] for v in table.values()) / b.steps,
             "top_ops_per_step": profile_ops.per_step(table, b.steps),
         }
