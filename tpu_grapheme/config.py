@@ -24,6 +24,8 @@ OPTIMIZERS = ("adamw", "radam", "ranger", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 JIT_MODES = ("auto", "on", "off")
+WEIGHT_DECAY_RULES = ("tfa", "keras")
+RESIZE_METHODS = ("auto", "bicubic", "bilinear", "area", "nearest")
 STRATEGIES = ("auto", "tpu", "mirrored", "one", "cpu")
 
 
@@ -43,6 +45,9 @@ class TrainConfig:
     synthetic_dir: str = _f("", "cache dir of the synthetic default data set (default ~/.cache/tpu_grapheme)")
     synthetic_rows: int = _f(16000, "rows rendered for the synthetic default (train + valid)")
     resize: tuple[int, int] = _f((56, 96), "H,W the images are resized to")
+    resize_method: str = _f(
+        "auto", f"{', '.join(RESIZE_METHODS)}; auto: bicubic when enlarging (the seed), area when shrinking"
+    )
     shuffle_buffer: int = _f(4096, "shuffle buffer (images) of the training pipeline")
     cache_mb: int = _f(
         4096, "keep decoded, resized training images (uint8) in memory when they fit in this many MB; 0: off"
@@ -58,7 +63,15 @@ class TrainConfig:
     optimizer: str = _f("adamw", f"one of {', '.join(OPTIMIZERS)} (ranger = RAdam + Lookahead)")
     radam: bool = _f(False, "seed flag: use RAdam (same as --optimizer radam)")
     max_lr: float = _f(3e-3, "peak learning rate")
-    weight_decay: float = _f(1e-4, "decoupled weight decay (0 disables)")
+    weight_decay: float = _f(
+        -1.0,
+        "decoupled weight decay; -1: the optimizer's default (adamw: 1e-5, radam/ranger/adam: 0, as the seed)",
+    )
+    weight_decay_rule: str = _f(
+        "tfa",
+        "tfa: var -= wd * var every step on all variables (the seed's tfa AdamW); "
+        "keras: var -= lr * wd * var, skipping biases and normalisation (Keras AdamW)",
+    )
     schedule: str = _f("cosine", f"lr schedule: {', '.join(SCHEDULES)}")
     warmup_frac: float = _f(0.2, "share of steps spent warming up linearly from 1e-6")
     final_lr_ratio: float = _f(1e-4, "cosine decays to max_lr x this")
@@ -71,6 +84,9 @@ class TrainConfig:
     cutmix_alpha: float = _f(-1.0, "CutMix Beta(alpha, alpha) concentration; <= 0 disables")
     mix_prob: float = _f(1.0, "probability a batch is mixed at all (when an alpha > 0)")
     cutmix_share: float = _f(0.5, "when both alphas > 0: share of mixed batches that use CutMix")
+    fold_lambda: bool = _f(
+        True, "fold the mixing weight to max(lam, 1 - lam) (the seed); --no-fold-lambda: the papers' rule"
+    )
     # --- numerics and execution -------------------------------------------------------------
     mixed_precision: str = _f("float32", f"{', '.join(PRECISIONS)}; auto: bfloat16 on TPU, float16 on GPU")
     loss_scale: float = _f(2.0**15, "initial dynamic loss scale (float16 only)")
@@ -99,6 +115,13 @@ class TrainConfig:
     def optimizer_name(self) -> str:
         """The optimizer actually used (`--radam` is the seed's spelling of `--optimizer radam`)."""
         return "radam" if self.radam and self.optimizer == "adamw" else self.optimizer
+
+    @property
+    def effective_weight_decay(self) -> float:
+        """`weight_decay`, with -1 resolved: 1e-5 for adamw/sgd, 0 for radam/ranger/adam (the seed)."""
+        if self.weight_decay >= 0:
+            return self.weight_decay
+        return 1e-5 if self.optimizer_name in ("adamw", "sgd") else 0.0
 
     @property
     def run_dir(self) -> str:
@@ -190,6 +213,11 @@ def _validate(c: TrainConfig) -> None:
     _check(not (c.radam and c.optimizer not in ("adamw", "radam")), "--radam contradicts --optimizer")
     _check(c.schedule in SCHEDULES, f"schedule {c.schedule!r} is not one of {', '.join(SCHEDULES)}")
     _check(c.mixed_precision in PRECISIONS, f"mixed_precision must be one of {', '.join(PRECISIONS)}")
+    _check(
+        c.weight_decay_rule in WEIGHT_DECAY_RULES,
+        f"weight_decay_rule must be one of {', '.join(WEIGHT_DECAY_RULES)}",
+    )
+    _check(c.resize_method in RESIZE_METHODS, f"resize_method must be one of {', '.join(RESIZE_METHODS)}")
     _check(c.jit_compile in JIT_MODES, f"jit_compile must be one of {', '.join(JIT_MODES)}")
     _check(c.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}")
     _check(all(16 <= s <= 1024 for s in c.resize), f"resize {c.resize} out of range: each side 16..1024")
@@ -205,7 +233,11 @@ def _validate(c: TrainConfig) -> None:
         "keep_checkpoints",
     ):
         _check(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("eval_batches", "weight_decay", "shuffle_buffer", "cache_mb"):
+    _check(
+        c.weight_decay >= 0 or c.weight_decay == -1,
+        f"weight_decay must be >= 0 (or -1: the optimizer's default), got {c.weight_decay}",
+    )
+    for name in ("eval_batches", "shuffle_buffer", "cache_mb"):
         _check(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     _check(c.synthetic_rows >= 100, f"synthetic_rows must be >= 100, got {c.synthetic_rows}")
     _check(0 < c.max_lr <= 10, f"max_lr must be in (0, 10], got {c.max_lr}")
@@ -286,7 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         hint = _HINTS[f.name]
         help_text = f"{f.metadata['help']} (default: {_show(f.default)})"
         if hint is bool:
-            parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif f.name == "mixed_precision":
             # The seed's `--mixed-precision` was a switch: bare flag means 'auto'.
             parser.add_argument(flag, nargs="?", const="auto", default=None, help=help_text)
