@@ -48,7 +48,8 @@ def _cfg(synthetic_dir: str, out: str, **kw) -> TrainConfig:
 def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
     seen: list[EvalResult] = []
     lines: list[str] = []
-    cfg = _cfg(synthetic_dir, str(tmp_path), cutmix_alpha=1.0, mixup_alpha=0.4)
+    # Loss weights 1:1:1 must not change the reported metric (always the competition's 2:1:1).
+    cfg = _cfg(synthetic_dir, str(tmp_path), cutmix_alpha=1.0, mixup_alpha=0.4, head_weights=(1.0, 1.0, 1.0))
     result = run_training(cfg, on_eval=seen.append, log=lines.append)
     assert [r.step for r in seen] == [4, 8]
     for key in (
@@ -76,6 +77,31 @@ def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
     assert meta["resize"] == [32, 56] and sum(meta["class_counts"]["grapheme_root"]) == 96
     model = keras.models.load_model(result.model_path, safe_mode=True)
     assert [o.shape[-1] for o in model.outputs] == [168, 11, 7]
+    _assert_metric_is_sklearn_2_1_1(model, cfg, result.metrics)
+
+
+def _assert_metric_is_sklearn_2_1_1(model, cfg: TrainConfig, reported: dict) -> None:
+    """The reported recall equals sklearn's macro recall per head, weighted 2:1:1 (the competition)."""
+    from sklearn.metrics import recall_score
+
+    from tpu_grapheme.data import pipeline
+    from tpu_grapheme.loop import data_patterns
+
+    _, valid = data_patterns(cfg, log=lambda s: None)
+    ds = pipeline.build_dataset(valid, batch_size=64, resize=cfg.resize, training=False, drop_remainder=False)
+    preds, labels = [[], [], []], []
+    for x, y in ds:
+        for h, z in enumerate(model(x, training=False)):
+            preds[h].append(np.argmax(z, axis=-1))
+        labels.append(y.numpy())
+    labels = np.concatenate(labels)
+    recalls = [
+        recall_score(labels[:, h], np.concatenate(preds[h]), average="macro", zero_division=0)
+        for h in range(3)
+    ]
+    assert reported["hierarchical_recall"] == pytest.approx(
+        (2 * recalls[0] + recalls[1] + recalls[2]) / 4, abs=1e-6
+    )
 
 
 def test_interrupt_then_resume_equals_uninterrupted(synthetic_dir, tmp_path):

@@ -74,11 +74,11 @@ def macro_recall_np(cm: np.ndarray) -> float:
     return float(recall[present].mean())
 
 
-def hierarchical_recall(cms: Sequence, weights: Sequence[float] = HEAD_WEIGHTS) -> dict[str, float]:
-    """Per-head macro recall and their weighted mean (root counts twice), as Python floats."""
+def hierarchical_recall(cms: Sequence) -> dict[str, float]:
+    """Per-head macro recall and the competition's weighted mean (always 2:1:1, whatever the loss weights)."""
     recalls = [macro_recall_np(np.asarray(cm)) for cm in cms]
-    if len(recalls) != len(weights):
-        raise ValueError(f"{len(recalls)} confusion matrices for {len(weights)} weights")
-    out = {"hierarchical_recall": float(np.average(recalls, weights=weights))}
+    if len(recalls) != len(HEAD_WEIGHTS):
+        raise ValueError(f"{len(recalls)} confusion matrices for {len(HEAD_WEIGHTS)} heads")
+    out = {"hierarchical_recall": float(np.average(recalls, weights=HEAD_WEIGHTS))}
     out.update({f"recall_{name}": r for name, r in zip(HEAD_NAMES, recalls, strict=True)})
     return out
