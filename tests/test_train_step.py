@@ -168,3 +168,37 @@ def test_step_counter_and_loss_summary(k):
     parts = [float(out[f"loss_{h}"]) for h in ("grapheme_root", "vowel_diacritic", "consonant_diacritic")]
     np.testing.assert_allclose(float(out["loss"]), 2 * parts[0] + parts[1] + parts[2], rtol=1e-5)
     assert abs(parts[0] - np.log(168)) < 1.0  # a fresh model's root loss is near chance level
+
+
+def _overflow_iterator(strategy, images, labels, bad_batches: int):
+    """Batches of 16 whose first `bad_batches` carry an inf pixel (a float16 overflow stand-in)."""
+    bad = images.copy()
+    bad[: 16 * bad_batches, 0, 0, 0] = np.inf
+    ds = tf.data.Dataset.from_tensor_slices((bad, labels)).batch(16, drop_remainder=True)
+    return iter(strategy.experimental_distribute_dataset(ds))
+
+
+def test_skipped_step_is_not_in_the_reported_loss():
+    # Reference: the same two good batches trained without loss scaling (a skipped step changes nothing).
+    images, labels = _data(48, seed=8)
+    strategy = tf.distribute.get_strategy()
+    _, plain = _make(strategy, StepConfig(per_replica_batch=16))
+    ref = plain.train_loop(_iterator(strategy, images[16:], labels[16:], 16), tf.constant(2))
+    scaled_cfg = StepConfig(per_replica_batch=16, dynamic_loss_scale=True, initial_loss_scale=256.0)
+    _, step = _make(strategy, scaled_cfg)
+    out = step.train_loop(_overflow_iterator(strategy, images, labels, 1), tf.constant(3))
+    assert float(out["applied_steps"]) == 2.0 and int(step.skipped_steps.numpy()) == 1
+    np.testing.assert_allclose(float(out["loss"]), float(ref["loss"]), rtol=1e-5)
+    assert int(step.floor_skips.numpy()) == 0  # the scale was not at its floor
+
+
+def test_overflow_at_the_loss_scale_floor_is_counted():
+    images, labels = _data(48, seed=9)
+    strategy = tf.distribute.get_strategy()
+    _, step = _make(
+        strategy, StepConfig(per_replica_batch=16, dynamic_loss_scale=True, initial_loss_scale=2.0)
+    )
+    out = step.train_loop(_overflow_iterator(strategy, images, labels, 3), tf.constant(3))
+    assert float(out["applied_steps"]) == 0.0 and np.isnan(float(out["loss"]))
+    assert float(step.loss_scale.numpy()) == 1.0
+    assert int(step.floor_skips.numpy()) == 2  # 2 -> 1 (not yet at the floor), then 1 -> 1 twice

@@ -31,6 +31,9 @@ from tpu_grapheme.errors import UserError
 from tpu_grapheme.model import build_model
 from tpu_grapheme.train_step import StepConfig, TrainStep
 
+# Consecutive overflowing float16 steps at loss scale 1 after which a run counts as diverged.
+STUCK_AT_FLOOR_STEPS = 50
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
@@ -274,7 +277,7 @@ class _Trainer:
     def evaluate(self) -> dict[str, float]:
         dataset, batches = self._valid_dataset()
         cms, vloss = self.eval_fn(iter(dataset), tf.constant(batches))
-        out = metrics.hierarchical_recall([cm.numpy() for cm in cms], self.cfg.head_weights)
+        out = metrics.hierarchical_recall([cm.numpy() for cm in cms])  # 2:1:1, not the loss weights
         total, count = vloss.numpy()
         out["valid_loss"] = float(total / max(count, 1.0))
         out["valid_images"] = int(count)
@@ -367,7 +370,8 @@ class _Trainer:
             n = min(cfg.steps_per_loop, boundary - step)
             t0 = time.time()
             out = self.step.train_loop(iterator, tf.constant(n))
-            loss = float(out["loss"].numpy())
+            loss, applied = float(out["loss"].numpy()), int(round(float(out["applied_steps"].numpy())))
+            self._check_diverged(step + n, loss, applied)
             dt = time.time() - t0
             if compile_s is None:
                 compile_s = dt
@@ -376,26 +380,28 @@ class _Trainer:
             else:
                 seen_since += n * self.global_batch
             step += n
-            loss_window.append(loss * n)
-            n_window += n
-            if not math.isfinite(loss):
-                raise UserError(f"training diverged at step {step}: loss is {loss}; lower --max-lr")
+            if applied:  # float16 steps skipped for overflow carry no loss
+                loss_window.append(loss * applied)
+                n_window += applied
             rate = seen_since / max(time.time() - t_window, 1e-9) if seen_since else 0.0
             lr = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
             with writer.as_default(step=step):
-                tf.summary.scalar("train/loss", loss)
+                if applied:
+                    tf.summary.scalar("train/loss", loss)
                 tf.summary.scalar("train/lr", lr)
                 tf.summary.scalar("train/images_per_sec", rate)
                 tf.summary.scalar("train/loss_scale", float(self.step.loss_scale.numpy()))
             if step % cfg.log_interval == 0 or step == cfg.steps:
                 eta = (cfg.steps - step) * self.global_batch / rate if rate else float("nan")
+                skipped = f" ({n - applied} of {n} skipped: overflow)" if applied < n else ""
                 log(
-                    f"step {step}/{cfg.steps}  loss {loss:.4f}  lr {lr:.2e}  "
+                    f"step {step}/{cfg.steps}  loss {loss:.4f}{skipped}  lr {lr:.2e}  "
                     f"{rate:,.0f} img/s  {step * self.global_batch / max(self.n_train, 1):.1f} epochs  "
                     f"eta {_fmt_time(eta) if math.isfinite(eta) else '?'}"
                 )
             if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
-                last = self._evaluate_and_save(step, sum(loss_window) / n_window, rate, lr, writer)
+                train_loss = sum(loss_window) / n_window if n_window else float("nan")
+                last = self._evaluate_and_save(step, train_loss, rate, lr, writer)
                 loss_window, n_window = [], 0
         if not last:  # nothing left to train: report the restored model
             last = self.evaluate()
@@ -416,6 +422,17 @@ class _Trainer:
             + " ".join(f"{n}={last[f'recall_{n}']:.4f}" for n in HEAD_NAMES)
         )
         return TrainResult(last, best, self.run_dir, final_path, best_path)
+
+    def _check_diverged(self, step: int, loss: float, applied: int) -> None:
+        """Stop on a non-finite loss of an applied step, or a float16 loss scale stuck at its floor."""
+        if applied and not math.isfinite(loss):
+            raise UserError(f"training diverged at step {step}: loss is {loss}; lower --max-lr")
+        stuck = int(self.step.floor_skips.numpy())
+        if stuck >= STUCK_AT_FLOOR_STEPS:
+            raise UserError(
+                f"training diverged at step {step}: {stuck} float16 steps in a row overflowed at loss "
+                "scale 1; lower --max-lr or use --mixed-precision bfloat16/float32"
+            )
 
     def _evaluate_and_save(self, step: int, train_loss: float, rate: float, lr: float, writer) -> dict:
         t0 = time.time()

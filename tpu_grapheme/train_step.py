@@ -100,8 +100,11 @@ class TrainStep:
             )
             self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
             self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
-            # Replica-local running sums for the host-loop summary, read (summed) once per call.
-            self._sums = distribute.replica_local_sum(tf.zeros([4]), name="loss_sums")
+            # Consecutive skipped steps with the scale already at its floor: float16 cannot go on.
+            self.floor_skips = tf.Variable(0, dtype=tf.int64, trainable=False, name="floor_skips")
+            # Replica-local running sums for the host-loop summary, read (summed) once per call:
+            # [loss, 3 head losses] over applied steps only, then the count of applied steps.
+            self._sums = distribute.replica_local_sum(tf.zeros([5]), name="loss_sums")
         # Plain TF ops with no Python control flow on tensors: keep AutoGraph out (its conversion
         # cache has been seen to mix up the augmentation kernels' nested functions).
         compute = tf.autograph.experimental.do_not_convert(self._accumulate_grads)
@@ -171,12 +174,14 @@ class TrainStep:
 
     def _replica_step(self, images, labels):
         grads, stats = self._compute(images, labels)
-        self._sums.assign_add(stats)
         if not self.config.dynamic_loss_scale:
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+            self._sums.assign_add(tf.concat([stats, [1.0]], 0))
             return
         local_bad = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads])
-        tf.distribute.get_replica_context().merge_call(self._apply_or_skip, args=(grads, local_bad))
+        applied = tf.distribute.get_replica_context().merge_call(self._apply_or_skip, args=(grads, local_bad))
+        # A skipped step's loss (often inf) is no training signal: report applied steps only.
+        self._sums.assign_add(tf.where(applied, tf.concat([stats, [1.0]], 0), tf.zeros([5])))
 
     def _apply_scaled(self, grads):
         inv = 1.0 / self.loss_scale
@@ -192,24 +197,34 @@ class TrainStep:
         def apply():
             strategy.extended.call_for_each_replica(self._apply_scaled, args=(grads,))
             grow = self.good_steps + 1 >= growth
+            self.floor_skips.assign(0)
             self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))
             self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.good_steps + 1))
 
         def skip():
+            at_floor = self.loss_scale <= 1.0
+            self.floor_skips.assign(tf.where(at_floor, self.floor_skips + 1, tf.constant(0, tf.int64)))
             self.loss_scale.assign(tf.maximum(self.loss_scale * 0.5, 1.0))
             self.good_steps.assign(0)
             self.skipped_steps.assign_add(1)
 
         tf.cond(finite, apply, skip)
+        return finite
 
     # --- host loop -----------------------------------------------------------------------------
     def _train_loop(self, iterator, num_steps):
-        """`num_steps` optimizer steps in one call; returns mean loss (total and per head)."""
+        """`num_steps` optimizer steps in one call; returns the mean loss (total and per head) over the
+        applied steps (NaN when a float16 overflow skipped every one) and how many were applied."""
         for _ in tf.range(num_steps):
             images, labels = next(iterator)
             self.strategy.run(self._replica_step, args=(images, labels))
             self.step.assign_add(1)
         sums = self._sums.read_value()  # summed over replicas
-        self._sums.assign(tf.zeros([4]))
-        mean = sums / tf.cast(num_steps, tf.float32)
-        return {"loss": mean[0], **{f"loss_{h}": mean[i + 1] for i, h in enumerate(HEAD_NAMES)}}
+        self._sums.assign(tf.zeros([5]))
+        applied = sums[4] / self.replicas
+        mean = sums[:4] / applied  # 0/0 = NaN when nothing was applied: no loss to report
+        return {
+            "loss": mean[0],
+            **{f"loss_{h}": mean[i + 1] for i, h in enumerate(HEAD_NAMES)},
+            "applied_steps": applied,
+        }
