@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import os
 import subprocess
@@ -10,8 +11,17 @@ import pytest
 import tensorflow as tf
 
 from tpu_grapheme.config import TrainConfig
-from tpu_grapheme.optimizers import ADAM_EPSILON, Lookahead, RAdam, build_optimizer
-from tpu_grapheme.schedules import build_schedule
+from tpu_grapheme.optimizers import (
+    ADAM_EPSILON,
+    Lookahead,
+    OptimizerOptions,
+    RAdam,
+    TfaAdamW,
+    TfaRAdam,
+    TfaSGDW,
+    build_optimizer,
+)
+from tpu_grapheme.schedules import ScheduleOptions, build_schedule
 
 LR = 0.0625  # exact in float32: Keras keeps the learning rate as a float32
 STEPS = 14  # with beta_2 = 0.999, rho_t >= 5 from t = 6: covers un-rectified and rectified steps
@@ -64,6 +74,13 @@ def radam_step_fn(lr, b1=0.9, b2=0.999, eps=ADAM_EPSILON, threshold=5.0):
         return (m, v), theta
 
     return step
+
+
+def _build(cfg):
+    """The optimizer (with its schedule) a run of `cfg` trains with, as the loop builds it."""
+    return build_optimizer(
+        OptimizerOptions.from_train_config(cfg), build_schedule(ScheduleOptions.from_train_config(cfg))
+    )
 
 
 def _grads(n=STEPS, size=5, seed=0):
@@ -177,9 +194,11 @@ def test_lookahead_rejects_keras_gradient_accumulation():
 
 
 # ---- AdamW and the builder --------------------------------------------------------------------
-def test_adamw_from_builder_matches_its_rule():
-    cfg = TrainConfig(optimizer="adamw", weight_decay=0.125, schedule="constant", max_lr=LR)
-    opt = build_optimizer(cfg, build_schedule(cfg, 100))
+def test_adamw_keras_rule_from_builder_matches_its_rule():
+    cfg = TrainConfig(
+        optimizer="adamw", weight_decay=0.125, weight_decay_rule="keras", schedule="constant", max_lr=LR
+    )
+    opt = _build(cfg)
     theta0, grads = np.linspace(-1, 1, 5), _grads(n=6, seed=6)
     got = _run(opt, theta0, grads)
     theta, m, v, lr, b1, b2 = theta0.copy(), 0.0, 0.0, LR, 0.9, 0.999
@@ -193,9 +212,11 @@ def test_adamw_from_builder_matches_its_rule():
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "radam", "ranger"])
-def test_build_optimizer_kinds(name):
-    cfg = TrainConfig(optimizer=name, lookahead_sync=4, lookahead_alpha=0.25)
-    opt = build_optimizer(cfg, build_schedule(cfg, 100))
+def test_build_optimizer_kinds_keras_rule(name):
+    cfg = TrainConfig(
+        optimizer=name, lookahead_sync=4, lookahead_alpha=0.25, weight_decay=1e-4, weight_decay_rule="keras"
+    )
+    opt = _build(cfg)
     expected = {
         "adamw": keras.optimizers.AdamW,
         "adam": keras.optimizers.Adam,
@@ -205,23 +226,183 @@ def test_build_optimizer_kinds(name):
     }[name]
     assert type(opt) is expected
     if name == "ranger":
-        assert isinstance(opt.inner_optimizer, RAdam) and (opt.sync_period, opt.slow_step_size) == (4, 0.25)
+        assert type(opt.inner_optimizer) is RAdam
+        assert (opt.sync_period, opt.slow_step_size) == (4, 0.25)
     if name == "sgd":
         assert opt.momentum == 0.9 and opt.nesterov
-    if name != "adam":
-        inner = getattr(opt, "inner_optimizer", opt)
-        assert inner.weight_decay == cfg.weight_decay
+    inner = getattr(opt, "inner_optimizer", opt)
+    if name == "adam":
+        assert inner.weight_decay is None  # adam never decays
+    else:
+        assert inner.weight_decay == pytest.approx(1e-4)
         assert not inner._use_weight_decay(keras.Variable([1.0], name="bias"))
         assert not inner._use_weight_decay(keras.Variable([1.0], name="gamma"))
         assert inner._use_weight_decay(keras.Variable([[1.0]], name="kernel"))
     assert TrainConfig(radam=True).optimizer_name == "radam"
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"), [("adamw", TfaAdamW), ("sgd", TfaSGDW), ("radam", TfaRAdam), ("ranger", TfaRAdam)]
+)
+def test_build_optimizer_kinds_tfa_rule_decays_every_variable(name, expected):
+    opt = _build(TrainConfig(optimizer=name, weight_decay=1e-4))  # the tfa rule is the default
+    inner = getattr(opt, "inner_optimizer", opt)
+    assert type(inner) is expected and inner.weight_decay == pytest.approx(1e-4)
+    for var_name in ("bias", "gamma", "beta", "kernel"):
+        assert inner._use_weight_decay(keras.Variable([1.0], name=var_name))
+
+
+def test_default_decay_is_the_optimizers_own_and_off_for_radam_as_in_the_seed():
+    default = _build(TrainConfig())
+    assert type(default) is TfaAdamW
+    assert (
+        default.weight_decay == pytest.approx(TrainConfig().effective_weight_decay)
+        and default.weight_decay > 0
+    )
+    for cfg in (TrainConfig(radam=True), TrainConfig(optimizer="ranger"), TrainConfig(optimizer="radam")):
+        inner = getattr(_build(cfg), "inner_optimizer", None) or _build(cfg)
+        assert isinstance(inner, RAdam) and inner.weight_decay is None, cfg.optimizer_name
+    asked = _build(TrainConfig(radam=True, weight_decay=1e-3))
+    assert type(asked) is TfaRAdam and asked.weight_decay == pytest.approx(1e-3)
+
+
+def test_optimizer_options_are_validated_and_keyword_only():
+    for bad in (
+        {"name": "lamb"},
+        {"weight_decay_rule": "torch"},
+        {"weight_decay": -1.0},
+        {"weight_decay": 1.0},
+        {"lookahead_sync": 0},
+        {"lookahead_alpha": 0.0},
+    ):
+        with pytest.raises(ValueError):
+            OptimizerOptions(**bad)
+    with pytest.raises(TypeError):
+        OptimizerOptions("adamw")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        OptimizerOptions().name = "sgd"
+
+
+# ---- the seed's (tfa) weight-decay rule: tensorflow-addons' published AdamW / SGDW vectors -----
+# tensorflow_addons/optimizers/tests/weight_decay_optimizers_test.py: two variables [1, 2] and [3, 4]
+# with constant gradients [0.1, 0.1] and [0.01, 0.01], weight_decay 0.01, three steps; AdamW with
+# lr 0.001, beta_1 0.9, beta_2 0.999, epsilon 1e-8; SGDW with lr 0.001, momentum 0.9.
+TFA_VARS = (np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+TFA_GRADS = (np.array([0.1, 0.1]), np.array([0.01, 0.01]))
+TFA_WD = 0.01
+
+
+def tfa_adamw_reference(param, grad, steps, *, lr=0.001, b1=0.9, b2=0.999, eps=1e-8, wd=TFA_WD):
+    """tfa AdamW: param <- param (1 - wd) - lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)."""
+    m = v = 0.0
+    out = []
+    for t in range(1, steps + 1):
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad * grad
+        lr_t = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        param = param * (1 - wd) - lr_t * m / (np.sqrt(v) + eps)
+        out.append(param)
+    return out
+
+
+def tfa_sgdw_reference(param, grad, steps, *, lr=0.001, momentum=0.9, wd=TFA_WD):
+    """tfa SGDW: m <- momentum m + g; param <- param (1 - wd) - lr m."""
+    m = 0.0
+    out = []
+    for _ in range(steps):
+        m = momentum * m + grad
+        param = param * (1 - wd) - lr * m
+        out.append(param)
+    return out
+
+
+def _run_pair(opt, dtype, steps=3, jit=False):
+    """tfa's do_test: both variables updated by one optimizer, one apply per step."""
+    variables = [keras.Variable(v, dtype=dtype) for v in TFA_VARS]
+    grads = [tf.constant(g, dtype) for g in TFA_GRADS]
+    step = tf.function(lambda: opt.apply(grads, variables), jit_compile=jit)
+    out = []
+    for _ in range(steps):
+        step()
+        out.append([v.numpy().astype(np.float64) for v in variables])
+    return out
+
+
+@pytest.mark.parametrize(("dtype", "jit"), [("float32", False), ("float64", False), ("float32", True)])
+def test_tfa_adamw_reproduces_the_published_vectors(dtype, jit):
+    opt = TfaAdamW(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=TFA_WD)
+    got = _run_pair(opt, dtype, jit=jit)
+    for i, (var, grad) in enumerate(zip(TFA_VARS, TFA_GRADS, strict=True)):
+        ref = tfa_adamw_reference(var, grad, 3)
+        np.testing.assert_allclose([g[i] for g in got], ref, rtol=0, atol=1e-6)
+    # No learning-rate factor: after one step var0[1] < 2 (1 - wd); Keras' rule gives 2 (1 - lr wd) - ~lr.
+    assert got[0][0][1] < 2.0 * (1 - TFA_WD)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tfa_sgdw_reproduces_the_published_vectors(dtype):
+    got = _run_pair(TfaSGDW(learning_rate=0.001, momentum=0.9, weight_decay=TFA_WD), dtype)
+    for i, (var, grad) in enumerate(zip(TFA_VARS, TFA_GRADS, strict=True)):
+        np.testing.assert_allclose([g[i] for g in got], tfa_sgdw_reference(var, grad, 3), rtol=0, atol=1e-6)
+
+
+def test_tfa_adamw_longer_run_float64_is_exact_and_differs_from_the_keras_rule():
+    theta0, grads = np.linspace(-1, 1, 5), _grads(n=12, seed=9)
+    opt = TfaAdamW(learning_rate=LR, epsilon=ADAM_EPSILON, weight_decay=0.125)
+    got = _run(opt, theta0, grads)
+    theta, m, v, b1, b2 = theta0.copy(), 0.0, 0.0, 0.9, 0.999
+    p1, p2 = float(np.float32(b1)), float(np.float32(b2))  # Keras' beta powers go through float32
+    for t, g in enumerate(grads, start=1):
+        theta = theta * (1 - 0.125)  # tfa: the pre-update value, no learning-rate factor
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        theta = theta - LR * math.sqrt(1 - p2**t) / (1 - p1**t) * m / (np.sqrt(v) + ADAM_EPSILON)
+    np.testing.assert_allclose(got[-1], theta, atol=1e-12)
+    keras_rule = _run(
+        keras.optimizers.AdamW(learning_rate=LR, epsilon=ADAM_EPSILON, weight_decay=0.125), theta0, grads
+    )
+    assert np.max(np.abs(keras_rule[-1] - got[-1])) > 0.1
+
+
+def test_builder_default_rule_is_tfa_on_every_variable_with_the_schedule_lr():
+    cfg = TrainConfig(optimizer="adamw", weight_decay=TFA_WD, schedule="constant", max_lr=0.001)
+    opt = _build(cfg)
+    kernel = keras.Variable(TFA_VARS[0], dtype="float64", name="kernel")
+    bias = keras.Variable(TFA_VARS[1], dtype="float64", name="bias")  # decayed too, as tfa did
+    for _ in range(3):
+        opt.apply([tf.constant(g) for g in TFA_GRADS], [kernel, bias])
+    # Keras keeps the learning rate and the beta powers in float32, hence 1e-7 in float64.
+    for var, start, grad in ((kernel, TFA_VARS[0], TFA_GRADS[0]), (bias, TFA_VARS[1], TFA_GRADS[1])):
+        ref = tfa_adamw_reference(start, grad, 3, eps=ADAM_EPSILON)[-1]
+        np.testing.assert_allclose(var.numpy(), ref, rtol=0, atol=1e-7)
+
+
+def test_tfa_radam_and_ranger_decay_the_pre_update_value():
+    theta0, grads = np.linspace(-1, 1, 5), _grads(seed=10)
+    wd = 0.0625
+    radam = radam_step_fn(LR)
+
+    def decayed(state, theta, g, t):
+        return radam(state, theta * (1 - wd), g, t)
+
+    plain = [theta0]
+    state, theta = None, theta0
+    for t, g in enumerate(grads, start=1):
+        state, theta = decayed(state, theta, g, t)
+        plain.append(theta)
+    np.testing.assert_allclose(
+        _run(TfaRAdam(learning_rate=LR, weight_decay=wd), theta0, grads), plain[1:], atol=1e-12
+    )
+    ref = lookahead_reference(decayed, theta0, grads, k=4, alpha=0.5)
+    got = _run(Lookahead(TfaRAdam(learning_rate=LR, weight_decay=wd), sync_period=4), theta0, grads, jit=True)
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+
+
 # ---- serialisation and checkpoints ------------------------------------------------------------
-@pytest.mark.parametrize("name", ["radam", "ranger"])
-def test_config_round_trip_gives_the_same_trajectory(name):
-    cfg = TrainConfig(optimizer=name, max_lr=0.05, warmup_frac=0.3)
-    opt = build_optimizer(cfg, build_schedule(cfg, 20))
+@pytest.mark.parametrize(
+    ("name", "wd"), [("radam", -1.0), ("ranger", -1.0), ("ranger", 0.01), ("adamw", 0.01), ("sgd", 0.01)]
+)
+def test_config_round_trip_gives_the_same_trajectory(name, wd):
+    opt = _build(TrainConfig(optimizer=name, max_lr=0.05, warmup_frac=0.3, steps=20, weight_decay=wd))
     back = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert type(back) is type(opt) and back.get_config() == opt.get_config()
     theta0, grads = np.linspace(-1, 1, 5), _grads(n=9, seed=7)
@@ -255,26 +436,27 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from tpu_grapheme.optimizers import Lookahead, RAdam
+    from tpu_grapheme.optimizers import Lookahead, RAdam, TfaRAdam
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 3)).astype("float32")
     y = rng.normal(size=(8, 2)).astype("float32")
     w0 = [rng.normal(size=(3, 2)).astype("float32"), np.zeros(2, "float32")]
 
-    def make(strategy, loss_scale):
+    def make(strategy, loss_scale, tfa):
         with strategy.scope():
             model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
             model.set_weights(w0)
-            opt = Lookahead(RAdam(learning_rate=0.05, weight_decay=0.1), sync_period=3)
-            opt.exclude_from_weight_decay(var_names=["bias"])
+            opt = Lookahead((TfaRAdam if tfa else RAdam)(learning_rate=0.05, weight_decay=0.1), sync_period=3)
+            if not tfa:
+                opt.exclude_from_weight_decay(var_names=["bias"])
             if loss_scale:
                 opt = keras.optimizers.LossScaleOptimizer(opt)
             opt.build(model.trainable_variables)
         return model, opt
 
-    def train(strategy, loss_scale=False):
-        model, opt = make(strategy, loss_scale)
+    def train(strategy, loss_scale=False, tfa=False):
+        model, opt = make(strategy, loss_scale, tfa)
         n = strategy.num_replicas_in_sync
 
         def step(xb, yb):
@@ -311,6 +493,11 @@ MIRRORED_SCRIPT = textwrap.dedent(
     for a, b, c in zip(single, multi, scaled):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-6)
+    tfa_single, _ = train(tf.distribute.get_strategy(), tfa=True)
+    tfa_multi, _ = train(mirrored, loss_scale=True, tfa=True)  # the tfa decay applied once, not per replica
+    for a, b in zip(tfa_single, tfa_multi):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(tfa_single[1], single[1])  # the bias is decayed under the tfa rule
     print("MIRRORED_OK")
     """
 )

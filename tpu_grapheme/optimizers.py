@@ -1,23 +1,56 @@
-"""RAdam, Lookahead (Ranger = Lookahead(RAdam)) as Keras 3 optimizers, and `build_optimizer`.
+"""RAdam, Lookahead (Ranger = Lookahead(RAdam)) as Keras 3 optimizers, the seed's weight decay, and
+`build_optimizer`.
 
-tensorflow-addons (the seed's RAdam/Lookahead) is end-of-life and does not import under Keras 3, so
-both are re-implemented here on `keras.optimizers.Optimizer` (`build` / `update_step`), which keeps
-them working in tf.function, under XLA and under tf.distribute strategies. Weight decay everywhere is
-Keras' decoupled rule, applied before the update: `var -= lr * weight_decay * var` (lr = scheduled rate).
+tensorflow-addons (the seed's AdamW/RAdam/Lookahead) is end-of-life and does not import under Keras 3,
+so they are re-implemented here on `keras.optimizers.Optimizer` (`build` / `update_step`), which keeps
+them working in tf.function, under XLA and under tf.distribute strategies.
+
+Two decoupled weight-decay rules, both applied to the pre-update value, before the gradient update:
+- "tfa" (the seed's; tfa `DecoupledWeightDecayExtension`, hence tfa `AdamW`/`SGDW`):
+  `var -= weight_decay * var` every step, on every trained variable; no learning-rate factor.
+- "keras" (Keras `AdamW`): `var -= lr * weight_decay * var` (lr = scheduled rate), biases and
+  normalisation parameters excluded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from tpu_grapheme.config import TrainConfig
-
 ADAM_EPSILON = 1e-6  # the seed's AdamW epsilon; used for every Adam-family optimizer here
 NO_DECAY_NAMES = ("bias", "gamma", "beta")  # biases and normalisation scale/offset: never decayed
+OPTIMIZER_NAMES = ("adamw", "radam", "ranger", "adam", "sgd")
+WEIGHT_DECAY_RULES = ("tfa", "keras")
+SGD_MOMENTUM = 0.9
+
+
+class TfaWeightDecay:
+    """Mixin (put it first) giving a Keras optimizer the tfa decay rule: `var -= weight_decay * var`.
+
+    Keras calls `_apply_weight_decay` once per optimizer step, before `update_step`, so the decay uses
+    the pre-update value as tfa's did; tfa multiplied by nothing else (not the learning rate). Every
+    variable is decayed unless excluded with `exclude_from_weight_decay` (tfa: `decay_var_list`).
+    A step skipped by a LossScaleOptimizer, or a Keras accumulation micro-step, decays nothing.
+    """
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None:
+            return
+
+        def decay(var):
+            var.assign_sub(var * tf.cast(self.weight_decay, var.dtype))
+
+        def merge_fn(distribution, tf_vars):
+            for var in tf_vars:
+                distribution.extended.update(var, decay, group=False)
+
+        chosen = [_tf_variable(v) for v in variables if self._use_weight_decay(v)]
+        tf.__internal__.distribute.interim.maybe_merge_call(merge_fn, self._distribution_strategy, chosen)
 
 
 @keras.saving.register_keras_serializable(package="tpu_grapheme")
@@ -221,33 +254,93 @@ class Lookahead(keras.optimizers.Optimizer):
         return cls(inner, **config)
 
 
+@keras.saving.register_keras_serializable(package="tpu_grapheme")
+class TfaAdamW(TfaWeightDecay, keras.optimizers.Adam):
+    """Keras Adam with the tfa decay rule: the seed's `tfa.optimizers.AdamW`."""
+
+
+@keras.saving.register_keras_serializable(package="tpu_grapheme")
+class TfaSGDW(TfaWeightDecay, keras.optimizers.SGD):
+    """Keras SGD (momentum) with the tfa decay rule: `tfa.optimizers.SGDW`."""
+
+
+@keras.saving.register_keras_serializable(package="tpu_grapheme")
+class TfaRAdam(TfaWeightDecay, RAdam):
+    """RAdam with the tfa decay rule (the seed ran RAdam without decay; this is what `--weight-decay` adds)."""
+
+
 def _tf_variable(v):
     """The backing tf.Variable (a MirroredVariable under a strategy) of a Keras variable."""
     return v.value if isinstance(v, keras.Variable) else v
 
 
-def build_optimizer(cfg: TrainConfig, schedule) -> keras.optimizers.Optimizer:
-    """adamw (Keras AdamW, eps 1e-6), adam (no decay), sgd (momentum 0.9, Nesterov), radam, ranger.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimizerOptions:
+    """What `build_optimizer` needs. `weight_decay` is already resolved (>= 0; 0 disables decay)."""
 
-    Decoupled weight decay (cfg.weight_decay, 0 disables) skips biases and normalisation parameters.
+    name: str = "adamw"
+    weight_decay: float = 0.0
+    weight_decay_rule: str = "tfa"
+    lookahead_sync: int = 6
+    lookahead_alpha: float = 0.5
+    gradient_accumulation_steps: int | None = None  # Keras-side accumulation (benchmarks only)
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZER_NAMES:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {self.name!r}")
+        if self.weight_decay_rule not in WEIGHT_DECAY_RULES:
+            raise ValueError(
+                f"weight_decay_rule must be one of {', '.join(WEIGHT_DECAY_RULES)}, "
+                f"got {self.weight_decay_rule!r}"
+            )
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0 (resolve -1 before), got {self.weight_decay}")
+        if self.weight_decay_rule == "tfa" and self.weight_decay >= 1:
+            raise ValueError(
+                f"the tfa rule needs weight_decay < 1 (var -= wd * var), got {self.weight_decay}"
+            )
+        if int(self.lookahead_sync) < 1 or not 0 < self.lookahead_alpha <= 1:
+            raise ValueError(
+                f"need lookahead_sync >= 1 and 0 < lookahead_alpha <= 1, "
+                f"got {self.lookahead_sync}, {self.lookahead_alpha}"
+            )
+
+    @classmethod
+    def from_train_config(cls, cfg: Any) -> OptimizerOptions:
+        """The optimizer fields of a `TrainConfig` (duck-typed), with `--radam` and -1 resolved."""
+        return cls(
+            name=cfg.optimizer_name,
+            weight_decay=cfg.effective_weight_decay,
+            weight_decay_rule=cfg.weight_decay_rule,
+            lookahead_sync=cfg.lookahead_sync,
+            lookahead_alpha=cfg.lookahead_alpha,
+        )
+
+
+def build_optimizer(options: OptimizerOptions, schedule) -> keras.optimizers.Optimizer:
+    """adamw (eps 1e-6), adam (never decays), sgd (momentum 0.9, Nesterov), radam, ranger (Lookahead(RAdam)).
+
+    Weight decay per `options.weight_decay_rule` (see the module docstring); 0 builds no decay at all.
     Call inside the strategy scope.
     """
-    name = cfg.optimizer_name
-    wd = cfg.weight_decay if cfg.weight_decay > 0 else None
-    if name == "adamw":
-        opt = keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=cfg.weight_decay, epsilon=ADAM_EPSILON
+    o = options
+    wd = o.weight_decay if o.weight_decay > 0 and o.name != "adam" else None
+    tfa = o.weight_decay_rule == "tfa"
+    common = {"learning_rate": schedule, "gradient_accumulation_steps": o.gradient_accumulation_steps}
+    if o.name == "adam":
+        opt = keras.optimizers.Adam(epsilon=ADAM_EPSILON, **common)
+    elif o.name == "adamw" and tfa:
+        opt = TfaAdamW(epsilon=ADAM_EPSILON, weight_decay=wd, **common)
+    elif o.name == "adamw":  # Keras AdamW insists on a float decay
+        opt = keras.optimizers.AdamW(epsilon=ADAM_EPSILON, weight_decay=wd or 0.0, **common)
+    elif o.name == "sgd":
+        opt = (TfaSGDW if tfa else keras.optimizers.SGD)(
+            momentum=SGD_MOMENTUM, nesterov=True, weight_decay=wd, **common
         )
-    elif name == "adam":
-        opt, wd = keras.optimizers.Adam(learning_rate=schedule, epsilon=ADAM_EPSILON), None
-    elif name == "sgd":
-        opt = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True, weight_decay=wd)
-    elif name in ("radam", "ranger"):
-        opt = RAdam(learning_rate=schedule, epsilon=ADAM_EPSILON, weight_decay=wd)
-    else:
-        raise ValueError(f"unknown optimizer {name!r}")
-    if wd is not None or name == "adamw":
+    else:  # radam, ranger
+        opt = (TfaRAdam if tfa else RAdam)(epsilon=ADAM_EPSILON, weight_decay=wd, **common)
+    if not tfa and (wd is not None or o.name == "adamw"):
         opt.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
-    if name == "ranger":
-        opt = Lookahead(opt, sync_period=cfg.lookahead_sync, slow_step_size=cfg.lookahead_alpha)
+    if o.name == "ranger":
+        opt = Lookahead(opt, sync_period=o.lookahead_sync, slow_step_size=o.lookahead_alpha)
     return opt

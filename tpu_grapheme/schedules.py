@@ -1,20 +1,61 @@
 """Learning-rate schedules: the seed's warmup + cosine, Smith's one-cycle, and constant.
 
 All are Keras `LearningRateSchedule`s (serialisable through get_config) evaluated at the optimizer's
-iteration counter, so they run in-graph under XLA and any strategy.
+iteration counter, so they run in-graph under XLA and any strategy. `build_schedule` takes a
+`ScheduleOptions` (not the whole `TrainConfig`), so this module does not depend on the config layer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from tpu_grapheme.config import TrainConfig
-
 WARMUP_START_LR = 1e-6  # the seed warms up linearly from 1e-6
 ONECYCLE_DIV = 25.0  # one-cycle starts at max_lr / 25 (Smith; PyTorch's OneCycleLR default)
+SCHEDULE_KINDS = ("cosine", "onecycle", "constant")
+
+
+def warmup_steps_for(steps: int, warmup_frac: float) -> int:
+    """Warmup length as the seed computes it: `int(steps * frac)`, truncated (not rounded)."""
+    return int(int(steps) * float(warmup_frac))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScheduleOptions:
+    """What `build_schedule` needs: the kind, the peak rate and the run length in optimizer steps."""
+
+    kind: str = "cosine"
+    max_lr: float
+    steps: int
+    warmup_frac: float = 0.2
+    final_lr_ratio: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULE_KINDS:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_KINDS)}, got {self.kind!r}")
+        if not self.max_lr > 0:
+            raise ValueError(f"max_lr must be > 0, got {self.max_lr}")
+        if int(self.steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0 <= self.warmup_frac <= 1:
+            raise ValueError(f"warmup_frac must be in [0, 1], got {self.warmup_frac}")
+        if not 0 <= self.final_lr_ratio <= 1:
+            raise ValueError(f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
+
+    @classmethod
+    def from_train_config(cls, cfg: Any) -> ScheduleOptions:
+        """The schedule fields of a `TrainConfig` (duck-typed: no import of the config layer)."""
+        return cls(
+            kind=cfg.schedule,
+            max_lr=cfg.max_lr,
+            steps=cfg.steps,
+            warmup_frac=cfg.warmup_frac,
+            final_lr_ratio=cfg.final_lr_ratio,
+        )
 
 
 @keras.saving.register_keras_serializable(package="tpu_grapheme")
@@ -82,30 +123,31 @@ class Constant(keras.optimizers.schedules.LearningRateSchedule):
         return {"lr": self.lr}
 
 
-def build_schedule(cfg: TrainConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
-    """cosine: the seed's (linear warmup from 1e-6 over warmup_frac, cosine to max_lr x final_lr_ratio);
-    onecycle: half-cosine up from max_lr/25 over warmup_frac, cosine down to max_lr/25 x final_lr_ratio;
-    constant: max_lr."""
-    total_steps = int(total_steps)
-    warmup_steps = int(round(cfg.warmup_frac * total_steps))
-    if cfg.schedule == "constant":
-        return Constant(cfg.max_lr)
-    if cfg.schedule == "onecycle":
-        start = cfg.max_lr / ONECYCLE_DIV
+def build_schedule(options: ScheduleOptions) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The learning-rate schedule of a run of `options.steps` optimizer steps.
+
+    cosine: the seed's (linear warmup from 1e-6 over int(warmup_frac x steps), cosine to
+    max_lr x final_lr_ratio); onecycle: half-cosine up from max_lr/25 over the same warmup, cosine down
+    to max_lr/25 x final_lr_ratio; constant: max_lr.
+    """
+    o = options
+    warmup_steps = warmup_steps_for(o.steps, o.warmup_frac)
+    if o.kind == "constant":
+        return Constant(o.max_lr)
+    if o.kind == "onecycle":
+        start = o.max_lr / ONECYCLE_DIV
         return WarmupCosine(
-            max_lr=cfg.max_lr,
-            total_steps=total_steps,
+            max_lr=o.max_lr,
+            total_steps=o.steps,
             warmup_steps=warmup_steps,
             initial_lr=start,
-            final_lr=start * cfg.final_lr_ratio,
+            final_lr=start * o.final_lr_ratio,
             warmup="cosine",
         )
-    if cfg.schedule == "cosine":
-        return WarmupCosine(
-            max_lr=cfg.max_lr,
-            total_steps=total_steps,
-            warmup_steps=warmup_steps,
-            initial_lr=min(WARMUP_START_LR, cfg.max_lr),
-            final_lr=cfg.max_lr * cfg.final_lr_ratio,
-        )
-    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+    return WarmupCosine(
+        max_lr=o.max_lr,
+        total_steps=o.steps,
+        warmup_steps=warmup_steps,
+        initial_lr=min(WARMUP_START_LR, o.max_lr),
+        final_lr=o.max_lr * o.final_lr_ratio,
+    )
