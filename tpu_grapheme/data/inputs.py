@@ -1,0 +1,183 @@
+"""A run's inputs under a strategy: the training iterator, the padded validation set, class counts.
+
+Each replica's pipeline comes from `strategy.distribute_datasets_from_function`, so every input
+pipeline (host) reads its own share of the shards. With `grad_accum = k` a replica gets one batch of
+k*B reshaped to [k, B, ...], which the step loops over without leaving the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tpu_grapheme.data import pipeline
+from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InputConfig:
+    """What the input side needs of a `TrainConfig`, plus the resolved shard patterns."""
+
+    train_pattern: str
+    valid_pattern: str
+    batch_size: int  # per replica, per micro-batch
+    grad_accum: int = 1
+    resize: tuple[int, int] = (56, 96)
+    resize_method: str = "auto"
+    seed: int = 0
+    shuffle_buffer: int = 4096
+    cache_mb: int = 0
+    eval_batches: int = 0  # 0: the whole validation split
+
+    @classmethod
+    def from_train_config(cls, cfg: Any, *, train_pattern: str, valid_pattern: str) -> InputConfig:
+        return cls(
+            train_pattern=train_pattern,
+            valid_pattern=valid_pattern,
+            batch_size=cfg.batch_size,
+            grad_accum=cfg.grad_accum,
+            resize=cfg.resize,
+            resize_method=cfg.resize_method,
+            seed=cfg.seed,
+            shuffle_buffer=cfg.shuffle_buffer,
+            cache_mb=cfg.cache_mb,
+            eval_batches=cfg.eval_batches,
+        )
+
+
+class RunInputs:
+    """Counts the records once and builds the distributed training and validation inputs."""
+
+    def __init__(self, *, strategy: tf.distribute.Strategy, config: InputConfig) -> None:
+        self.strategy, self.config = strategy, config
+        self.n_train = pipeline.count_records(config.train_pattern)
+        self.n_valid = pipeline.count_records(config.valid_pattern)
+        replicas = strategy.num_replicas_in_sync
+        self.global_batch = config.batch_size * replicas * config.grad_accum
+        self.eval_global_batch = config.batch_size * replicas
+        if self.n_train < self.global_batch:
+            raise UserError(
+                f"{config.train_pattern}: {self.n_train} training images, fewer than one global batch "
+                f"({self.global_batch}); lower --batch-size or --grad-accum"
+            )
+        if self.n_valid == 0:
+            raise UserError(f"{config.valid_pattern}: no validation images; a run needs some to evaluate")
+
+    # --- training ---------------------------------------------------------------------------------
+    def cache_mb(self, steps_left: int) -> int:
+        """The pipeline's cache budget: off when the run sees less than one epoch (nothing to reuse)."""
+        return self.config.cache_mb if steps_left * self.global_batch > self.n_train else 0
+
+    def cache_note(self, steps_left: int) -> str:
+        """What the input pipeline will do with decoded images, for the start-of-run log."""
+        if not self.config.cache_mb:
+            return "decoding every epoch (cache_mb=0)"
+        cache_mb = self.cache_mb(steps_left)
+        if not cache_mb:
+            return "decoding every epoch (run under one epoch)"
+        files = pipeline.list_shards(self.config.train_pattern)
+        if not pipeline.cache_fits(files, resize=self.config.resize, n_pipes=1, cache_mb=cache_mb):
+            return "decoding every epoch (over cache_mb)"
+        return "decoded images kept in memory after the first epoch"
+
+    def train_iterator(self, *, start_step: int, steps_left: int):
+        """Endless distributed iterator; a resumed run reshuffles with a seed derived from its step."""
+        c, k = self.config, self.config.grad_accum
+        seed = c.seed if start_step == 0 else c.seed + 1_000_003 * start_step
+        cache_mb = self.cache_mb(steps_left)
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            per_replica = ctx.get_per_replica_batch_size(c.batch_size * ctx.num_replicas_in_sync)
+            ds = pipeline.build_dataset(
+                c.train_pattern,
+                batch_size=per_replica * k,
+                resize=c.resize,
+                resize_method=c.resize_method,
+                training=True,
+                seed=seed,
+                input_context=ctx,
+                shuffle_buffer=c.shuffle_buffer,
+                cache_mb=cache_mb,
+            )
+            return ds.map(lambda x, y: split_micro_batches(x, y, k)) if k > 1 else ds
+
+        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+
+    # --- validation -------------------------------------------------------------------------------
+    def valid_dataset(self) -> tuple[tf.distribute.DistributedDataset, int]:
+        """(distributed dataset, batches): every replica runs the same number of full batches."""
+        c = self.config
+        batches = math.ceil(self.n_valid / self.eval_global_batch)
+        if c.eval_batches:
+            batches = min(batches, c.eval_batches)
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            per_replica = ctx.get_per_replica_batch_size(self.eval_global_batch)
+            per_pipeline = batches * ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            ds = pipeline.build_dataset(
+                c.valid_pattern,
+                batch_size=per_replica,
+                resize=c.resize,
+                resize_method=c.resize_method,
+                training=False,
+                input_context=ctx,
+                drop_remainder=False,
+                deterministic=True,
+            )
+            return padded_batches(ds, per_replica, per_pipeline)
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn), batches
+
+
+# --------------------------------------------------------------------------------------------------
+def split_micro_batches(images: tf.Tensor, labels: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch of k*B -> [k, B, ...]: the step loops over the micro-batches without leaving the graph.
+
+    One batch of k*B and a free reshape, instead of batching k batches (a second copy of every image).
+    """
+    return tf.reshape(images, [k, -1, *images.shape[1:]]), tf.reshape(labels, [k, -1, *labels.shape[1:]])
+
+
+def padded_batches(ds: tf.data.Dataset, batch_size: int, num_batches: int) -> tf.data.Dataset:
+    """Exactly `num_batches` full batches (static shapes for TPU/XLA); padding rows get label -1.
+
+    The last partial batch is padded and empty batches follow, so every replica runs the same
+    number of steps and no validation image is dropped; `label < 0` masks padding out of metrics.
+    """
+
+    def pad(images, labels):
+        n = batch_size - tf.shape(images)[0]
+        images = tf.pad(images, [[0, n], [0, 0], [0, 0], [0, 0]])
+        labels = tf.pad(labels, [[0, n], [0, 0]], constant_values=-1)
+        return tf.ensure_shape(images, [batch_size, *images.shape[1:]]), tf.ensure_shape(
+            labels, [batch_size, labels.shape[-1]]
+        )
+
+    ds = ds.map(pad)
+    filler = ds.take(1).map(lambda x, y: (tf.zeros_like(x), -tf.ones_like(y))).repeat()
+    return ds.concatenate(filler).take(num_batches)
+
+
+def class_counts(pattern: str) -> dict[str, list[int]]:
+    """Training label counts per head (the prior-based reweight needs them): from the shards'
+    manifests, which `prepare` writes, else from one pass over the labels (e.g. the seed's shards)."""
+    dirs = sorted({os.path.dirname(f) for f in pipeline.list_shards(pattern)})
+    manifests = [pipeline.read_manifest(d) for d in dirs]
+    if all(m and "class_counts" in m for m in manifests):
+        return {
+            name: np.sum([m["class_counts"][name] for m in manifests], axis=0).tolist() for name in HEAD_NAMES
+        }
+    counts = [np.zeros(n, np.int64) for n in NUM_CLASSES]
+    ds = pipeline.build_dataset(
+        pattern, batch_size=1024, resize=None, training=False, normalized=False, drop_remainder=False
+    )
+    for _, labels in ds:
+        for h, n in enumerate(NUM_CLASSES):
+            counts[h] += np.bincount(labels.numpy()[:, h], minlength=n)
+    return {name: c.tolist() for name, c in zip(HEAD_NAMES, counts, strict=True)}
