@@ -37,6 +37,7 @@ import pandas as pd
 
 from tpu_grapheme import inference
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.run_dir import BEST_MODEL, RunDir
 
 
 def _split(data_dir: str, work: str, *, valid_frac: float, seed: int) -> tuple[str, str]:
@@ -82,16 +83,10 @@ def _train_keras(args, train_csv: str, pattern: str, run_dir: str) -> None:
         optimizer=keras.optimizers.AdamW(lr, weight_decay=1e-4), loss=[loss] * 3, loss_weights=[2.0, 1.0, 1.0]
     )
     model.fit(x, y, batch_size=args.batch_size, epochs=epochs, shuffle=True, verbose=2)
-    os.makedirs(run_dir, exist_ok=True)
-    model.save(os.path.join(run_dir, "model_best.keras"))
-    meta = {
-        "schema_version": 1,
-        "arch": args.arch,
-        "resize": list(args.resize),
-        "class_counts": _class_counts(train_csv),
-    }
-    with open(os.path.join(run_dir, "model_meta.json"), "w") as f:
-        json.dump(meta, f)
+    run = RunDir(run_dir)
+    run.create()
+    run.save_model(model, BEST_MODEL)
+    run.write_meta(arch=args.arch, resize=args.resize, class_counts=_class_counts(train_csv))
 
 
 def _train_loop(args, train_csv: str, valid_csv: str, pattern: str, work: str) -> str:

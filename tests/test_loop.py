@@ -11,7 +11,7 @@ import pytest
 
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.loop import EvalResult, padded_batches, run_training, split_micro_batches
+from tpu_grapheme.loop import EvalResult, run_training
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def _assert_metric_is_sklearn_2_1_1(model, cfg: TrainConfig, reported: dict) -> 
     from sklearn.metrics import recall_score
 
     from tpu_grapheme.data import pipeline
-    from tpu_grapheme.loop import data_patterns
+    from tpu_grapheme.synthetic_default import data_patterns
 
     _, valid = data_patterns(cfg, log=lambda s: None)
     ds = pipeline.build_dataset(valid, batch_size=64, resize=cfg.resize, training=False, drop_remainder=False)
@@ -142,16 +142,6 @@ def test_too_few_images_for_a_batch(synthetic_dir, tmp_path):
         run_training(_cfg(synthetic_dir, str(tmp_path), batch_size=97, grad_accum=1), log=lambda s: None)
 
 
-def test_padded_batches_keep_every_row_and_mask_padding():
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((tf.ones([10, 2, 2, 1]), tf.zeros([10, 3], tf.int32))).batch(4)
-    batches = list(padded_batches(ds, 4, 5))
-    assert len(batches) == 5 and all(x.shape == (4, 2, 2, 1) for x, _ in batches)
-    labels = np.concatenate([y.numpy() for _, y in batches])
-    assert (labels[:, 0] >= 0).sum() == 10 and (labels[10:] == -1).all()
-
-
 def test_synthetic_default_learns_in_a_ci_sized_run(tmp_path):
     """The embedded default is learnable: a CI-sized run lands far above chance.
 
@@ -171,12 +161,3 @@ def test_synthetic_default_learns_in_a_ci_sized_run(tmp_path):
     result = run_training(cfg, log=lambda s: None)
     assert result.metrics["hierarchical_recall"] > 0.12, result.metrics
     assert result.metrics["recall_vowel_diacritic"] > 0.2, result.metrics
-
-
-def test_split_micro_batches_keeps_order():
-    x = np.arange(8 * 2 * 3, dtype=np.float32).reshape(8, 2, 3, 1)
-    y = np.arange(8 * 3, dtype=np.int32).reshape(8, 3)
-    xs, ys = split_micro_batches(x, y, 4)
-    assert xs.shape == (4, 2, 2, 3, 1) and ys.shape == (4, 2, 3)
-    np.testing.assert_array_equal(xs.numpy()[1], x[2:4])
-    np.testing.assert_array_equal(ys.numpy()[3], y[6:8])
