@@ -38,8 +38,8 @@ setup(
     entry_points={
         "console_scripts": [
             "tpu-grapheme-train=tpu_grapheme.train:main",
-            "tpu-grapheme-prepare=tpu_grapheme.prepare:main",
-            "tpu-grapheme-infer=tpu_grapheme.inference:main",
+            "tpu-grapheme-prepare=tpu_grapheme.data.prepare:main",
+            "tpu-grapheme-infer=tpu_grapheme.inference.cli:main",
             "tpu-grapheme-search=tune.search:main",
         ]
     },

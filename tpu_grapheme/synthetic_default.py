@@ -2,12 +2,14 @@
 
 Cached under `~/.cache/tpu_grapheme` (or `--synthetic-dir`), keyed by rows and seed; a `READY`
 marker is written last, so an interrupted preparation is redone rather than half used.
+`data_patterns` is the one place that reads these settings from a `TrainConfig`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 
 from tpu_grapheme.config import TrainConfig
 
@@ -15,30 +17,39 @@ SCHEMA = "v1"
 VALID_FOLDS = 5  # fold 0 of 5 is the validation split (20 %)
 
 
-def cache_dir(cfg: TrainConfig) -> str:
-    root = cfg.synthetic_dir or os.path.join(os.path.expanduser("~"), ".cache", "tpu_grapheme")
-    return os.path.join(root, f"synthetic-{SCHEMA}-{cfg.synthetic_rows}-s{cfg.seed}")
+def data_patterns(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[str, str]:
+    """(train, valid) TFRecord patterns of a run: its folders, else the synthetic default's."""
+    if cfg.train_folder:
+        return cfg.train_folder, cfg.valid_folder
+    return ensure_synthetic(rows=cfg.synthetic_rows, seed=cfg.seed, root=cfg.synthetic_dir, log=log)
 
 
-def ensure_synthetic(cfg: TrainConfig, *, log=print) -> tuple[str, str]:
+def cache_dir(*, rows: int, seed: int, root: str = "") -> str:
+    """Where the synthetic default of `rows` images and `seed` lives (under `root`, default ~/.cache)."""
+    root = root or os.path.join(os.path.expanduser("~"), ".cache", "tpu_grapheme")
+    return os.path.join(root, f"synthetic-{SCHEMA}-{rows}-s{seed}")
+
+
+def ensure_synthetic(
+    *, rows: int, seed: int, root: str = "", log: Callable[[str], None] = print
+) -> tuple[str, str]:
     """Return (train_pattern, valid_pattern) of the synthetic default, building it on first use."""
-    out = cache_dir(cfg)
+    out = cache_dir(rows=rows, seed=seed, root=root)
     patterns = (
         os.path.join(out, "tfrecords", "train", "*.tfrec"),
         os.path.join(out, "tfrecords", "valid", "*.tfrec"),
     )
     if os.path.exists(os.path.join(out, "READY")):
         return patterns
-    from tpu_grapheme import prepare
-    from tpu_grapheme.data import kaggle, split, synthetic
+    from tpu_grapheme.data import kaggle, prepare, split, synthetic
 
     if os.path.exists(out):
         shutil.rmtree(out)
     raw = os.path.join(out, "kaggle")
-    log(f"synthetic default: rendering {cfg.synthetic_rows} images into {raw} (once; cached)")
-    synthetic.generate(raw, rows=cfg.synthetic_rows, seed=cfg.seed)
+    log(f"synthetic default: rendering {rows} images into {raw} (once; cached)")
+    synthetic.generate(raw, rows=rows, seed=seed)
     df = kaggle.read_train_csv(os.path.join(raw, "train.csv"))
-    split.write_splits(df, split.stratified_folds(df, k=VALID_FOLDS, seed=cfg.seed), raw, only=0)
+    split.write_splits(df, split.stratified_folds(df, k=VALID_FOLDS, seed=seed), raw, only=0)
     for name in ("train", "valid"):
         prepare.prepare(
             os.path.join(raw, f"{name}_split_0.csv"),

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from tests.data.conftest import write_kaggle_dir
-from tpu_grapheme import prepare
-from tpu_grapheme.data import tfrecord
+from tpu_grapheme.data import manifest, prepare, tfrecord
 from tpu_grapheme.errors import UserError
 
 
@@ -36,7 +35,7 @@ def test_manifest_shards_and_shuffle(kdir, tmp_path):
     )
     m2, ids = _ids(tmp_path / "a")
     assert m == m2
-    assert m["total"] == 20 and m["schema_version"] == prepare.SCHEMA_VERSION and m["image_format"] == "raw"
+    assert m["total"] == 20 and m["schema_version"] == manifest.SCHEMA_VERSION and m["image_format"] == "raw"
     assert [s["count"] for s in m["shards"]] == [5, 5, 5, 5]  # 0.2 MB / ~32.4 KB -> 6 per shard, evened out
     assert all(s["bytes"] == os.path.getsize(tmp_path / "a" / s["file"]) for s in m["shards"])
     assert sorted(os.listdir(tmp_path / "a")) == [

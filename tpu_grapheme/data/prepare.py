@@ -10,11 +10,8 @@ shard under a `.partial` name, renamed when complete. The manifest is written la
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
 import os
-import posixpath
 import tempfile
 from collections.abc import Sequence
 
@@ -22,17 +19,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from tpu_grapheme.data import kaggle, tfrecord
-from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, NUM_PIXELS, WIDTH
+from tpu_grapheme.data import kaggle, paths, tfrecord
+from tpu_grapheme.data.manifest import MANIFEST, write_manifest
+from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES, NUM_PIXELS
 from tpu_grapheme.errors import UserError, cli_main
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 _RECORD_OVERHEAD = 80  # Example framing + image_id + labels, bytes
-
-
-def _join(d: str, name: str) -> str:
-    return posixpath.join(d, name) if "://" in d else os.path.join(d, name)
 
 
 def _check_ids(df, files: list[str]) -> None:
@@ -54,7 +46,7 @@ def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
     if old and not overwrite:
         raise UserError(f"{out_dir} already holds shards ({old[0]}, ...); pass --overwrite to replace them")
     for name in old:
-        tf.io.gfile.remove(_join(out_dir, name))
+        tf.io.gfile.remove(paths.join(out_dir, name))
 
 
 def prepare(
@@ -77,10 +69,8 @@ def prepare(
     df = kaggle.read_train_csv(split_csv)
     if len(df) == 0:
         raise UserError(f"{split_csv}: no rows")
-    csv_dir = (
-        posixpath.dirname(split_csv) if "://" in split_csv else os.path.dirname(os.path.abspath(split_csv))
-    )
-    pattern = parquet_pattern or _join(csv_dir, "train_image_data_*.parquet")
+    csv_dir = paths.dirname(split_csv if paths.is_uri(split_csv) else os.path.abspath(split_csv))
+    pattern = parquet_pattern or paths.join(csv_dir, "train_image_data_*.parquet")
     files = kaggle.parquet_files(pattern)
     _check_ids(df, files)
     _prepare_out_dir(out_dir, overwrite)
@@ -136,32 +126,19 @@ def prepare(
                 if tf.io.gfile.exists(w.tmp_path):
                     w.abort()
             raise
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "format": "tpu_grapheme",
-        "image_format": image_format,
-        "compression": "",
-        "height": HEIGHT,
-        "width": WIDTH,
-        "labels": list(HEAD_NAMES),
-        # per-head label counts of this split: the training prior that inference's reweight can use
-        "class_counts": {
-            name: np.bincount(labels[written, h], minlength=c).tolist()
-            for h, (name, c) in enumerate(zip(HEAD_NAMES, NUM_CLASSES, strict=True))
-        },
-        "total": int(sum(s["count"] for s in shards)),
-        "total_bytes": int(sum(s["bytes"] for s in shards)),
-        "shards": shards,
-        "source_csv": split_csv,
-        "parquet_pattern": pattern,
-        "shuffle_seed": shuffle_seed,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    class_counts = {
+        name: np.bincount(labels[written, h], minlength=c).tolist()
+        for h, (name, c) in enumerate(zip(HEAD_NAMES, NUM_CLASSES, strict=True))
     }
-    tmp = _join(out_dir, MANIFEST + tfrecord.PARTIAL_SUFFIX)
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    tf.io.gfile.rename(tmp, _join(out_dir, MANIFEST), overwrite=True)
-    return manifest
+    return write_manifest(
+        out_dir,
+        image_format=image_format,
+        class_counts=class_counts,
+        shards=shards,
+        source_csv=split_csv,
+        parquet_pattern=pattern,
+        shuffle_seed=shuffle_seed,
+    )
 
 
 def _write_shards(spill_dir: str, out_dir: str, slots: list[list[int]], progress: bool) -> list[dict]:
@@ -171,7 +148,7 @@ def _write_shards(spill_dir: str, out_dir: str, slots: list[list[int]], progress
         spill = os.path.join(spill_dir, f"{s}.spill")
         records = [r.numpy() for r in tf.data.TFRecordDataset(spill)]
         name = f"{s:03d}-{len(records)}.tfrec"
-        path = _join(out_dir, name)
+        path = paths.join(out_dir, name)
         with tfrecord.ShardWriter(path) as w:
             for i in np.argsort(slots[s], kind="stable"):
                 w.write(records[i])

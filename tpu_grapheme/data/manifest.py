@@ -1,0 +1,80 @@
+"""`manifest.json` of a TFRecord directory: the one writer (`prepare`) and reader (`pipeline`) of it.
+
+It records the shards (file, record count, bytes), their encoding and the split's per-head class
+counts, so readers count records and check shard sizes without reading them. Written last, through a
+`.partial` name, so a directory with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from tpu_grapheme.data import paths
+from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, WIDTH
+from tpu_grapheme.data.tfrecord import PARTIAL_SUFFIX
+from tpu_grapheme.errors import UserError
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def write_manifest(
+    out_dir: str,
+    *,
+    image_format: str,
+    class_counts: dict[str, list[int]],
+    shards: Sequence[dict],
+    source_csv: str,
+    parquet_pattern: str,
+    shuffle_seed: int,
+) -> dict:
+    """Write `out_dir/manifest.json` for `shards` (dicts of file, count, bytes); returns the manifest."""
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "format": "tpu_grapheme",
+        "image_format": image_format,
+        "compression": "",
+        "height": HEIGHT,
+        "width": WIDTH,
+        "labels": list(HEAD_NAMES),
+        # per-head label counts of this split: the training prior that inference's reweight can use
+        "class_counts": class_counts,
+        "total": int(sum(s["count"] for s in shards)),
+        "total_bytes": int(sum(s["bytes"] for s in shards)),
+        "shards": list(shards),
+        "source_csv": source_csv,
+        "parquet_pattern": parquet_pattern,
+        "shuffle_seed": shuffle_seed,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    tmp = paths.join(out_dir, MANIFEST + PARTIAL_SUFFIX)
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    tf.io.gfile.rename(tmp, paths.join(out_dir, MANIFEST), overwrite=True)
+    return manifest
+
+
+def read_manifest(directory: str) -> dict | None:
+    """The manifest of a directory, None when it has none; invalid JSON is a UserError."""
+    path = paths.join(directory, MANIFEST)
+    if not tf.io.gfile.exists(path):
+        return None
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def shard_entries(files: Sequence[str]) -> dict[str, dict]:
+    """Shard path -> its entry (`file`, `count`, `bytes`) in the manifest of its directory, where there is one."""
+    entries: dict[str, dict] = {}
+    for d in {paths.dirname(f) for f in files}:
+        m = read_manifest(d)
+        if m:
+            entries.update({paths.join(d, s["file"]): s for s in m.get("shards", [])})
+    return entries

@@ -1,0 +1,211 @@
+"""Ensemble members: resolve a `--model-paths` entry (a .keras file, a run dir, a checkpoint), load it, check it.
+
+A member predicts exactly as training fed the model: the training pipeline's own resize and
+`normalize` run inside one `tf.function` per member.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, WIDTH
+from tpu_grapheme.errors import UserError
+
+META_FILE = "model_meta.json"
+BEST_MODEL = "model_best.keras"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass
+class Member:
+    """One ensemble member: the loaded model, its input size and (if known) its training class counts."""
+
+    spec: str  # what the user passed
+    source: str  # the .keras file or checkpoint actually loaded
+    model: Any  # keras.Model
+    resize: tuple[int, int]
+    class_counts: dict[str, list[int]] | None
+    head_order: tuple[int, ...]  # model output index for each of HEAD_NAMES
+    _fn: Callable | None = dataclasses.field(default=None, repr=False)
+
+    def log_probs(self, images: np.ndarray) -> list[np.ndarray]:
+        """Per-head log-probabilities [n, C] (float32) for raw uint8 images [n, 137, 236]."""
+        if self._fn is None:
+            self._fn = _predict_fn(self.model, self.resize, self.head_order)
+        return [t.numpy() for t in self._fn(images)]
+
+
+def preprocess(images, resize: tuple[int, int]):
+    """uint8 [n, 137, 236] Kaggle images (dark ink) -> model input float32 [n, H, W, 1], as in training.
+
+    Uses the training pipeline's own resize and `normalize` (inverts to ink-bright, standardises), so
+    inference cannot drift from what `pipeline.build_dataset` feeds the model.
+    """
+    import tensorflow as tf
+
+    from tpu_grapheme.data import pipeline
+
+    resize_fn = pipeline.resize_images  # one source of truth with training
+    x = tf.cast(tf.convert_to_tensor(images)[..., None], tf.float32)
+    return tf.cast(pipeline.normalize(resize_fn(x, tuple(resize))), tf.float32)
+
+
+def _predict_fn(model, resize: tuple[int, int], head_order: Sequence[int]) -> Callable:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, HEIGHT, WIDTH], tf.uint8)], reduce_retracing=True)
+    def fn(images):
+        outputs = model(preprocess(images, resize), training=False)
+        if isinstance(outputs, dict):
+            outputs = [outputs[name] for name in HEAD_NAMES]
+        else:
+            outputs = [outputs[i] for i in head_order]
+        return [tf.nn.log_softmax(tf.cast(o, tf.float32), axis=-1) for o in outputs]
+
+    return fn
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+def read_meta(run_dir: str) -> dict | None:
+    """`model_meta.json` of a run dir (None when absent); a broken file is a UserError."""
+    path = os.path.join(run_dir, META_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        if "resize" in meta:
+            h, w = (int(v) for v in meta["resize"])
+            meta["resize"] = (h, w)
+        counts = meta.get("class_counts")
+        if counts is not None:
+            for name, k in zip(HEAD_NAMES, NUM_CLASSES, strict=True):
+                if len(counts[name]) != k:
+                    raise ValueError(f"class_counts[{name!r}] needs {k} counts")
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{path}: unreadable model meta ({_first_line(e)})") from None
+    return meta
+
+
+def resolve_model_path(spec: str) -> tuple[str, str, str]:
+    """(kind, path, run_dir): kind "keras" (a .keras file) or "checkpoint" (a checkpoint prefix).
+
+    A run dir gives its model_best.keras, else its latest checkpoint; a checkpoints dir (or one
+    checkpoint prefix such as `run/checkpoints/ckpt-5`) gives that checkpoint, rebuilt from the run's
+    config.yaml.
+    """
+    import tensorflow as tf
+
+    path = spec.rstrip("/") or spec
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise UserError(
+                f"model {spec}: not a .keras file (give a .keras file, a run dir or a checkpoints dir)"
+            )
+        return "keras", path, os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(path + ".index"):
+        return "checkpoint", path, os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if not os.path.isdir(path):
+        raise UserError(f"model {spec}: no such file or directory")
+    if os.path.isfile(os.path.join(path, BEST_MODEL)):
+        return "keras", os.path.join(path, BEST_MODEL), os.path.abspath(path)
+    for ckpt_dir, run_dir in (
+        (os.path.join(path, CHECKPOINT_DIR), path),
+        (path, os.path.dirname(os.path.abspath(path))),
+    ):
+        latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+        if latest:
+            return "checkpoint", latest, os.path.abspath(run_dir)
+    raise UserError(f"model {spec}: directory has neither {BEST_MODEL} nor a checkpoint")
+
+
+def _load_keras(path: str):
+    import keras
+
+    import tpu_grapheme.model  # noqa: F401  (registers any custom objects before deserialising)
+
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # corrupt zip, unsafe lambda, unknown layer, ...: all bad user input here
+        raise UserError(f"cannot load model {path}: {_first_line(e)}") from None
+
+
+def _restore_checkpoint(prefix: str, run_dir: str):
+    import tensorflow as tf
+
+    from tpu_grapheme.config import from_dict, load_yaml
+    from tpu_grapheme.model import build_model
+
+    cfg_path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(cfg_path):
+        raise UserError(f"checkpoint {prefix}: no {CONFIG_FILE} in {run_dir} to rebuild the model from")
+    cfg = from_dict(load_yaml(cfg_path))
+    model = build_model(arch=cfg.arch, input_shape=(*cfg.resize, 1), dropout=cfg.dropout, seed=cfg.seed)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        raise UserError(f"checkpoint {prefix} does not match a {cfg.arch} model: {_first_line(e)}") from None
+    return model, tuple(cfg.resize)
+
+
+def check_model(model, where: str, resize: tuple[int, int] | None) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """Check one image input (H, W, 1) and the three named logit heads; return (resize, head order)."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        raise UserError(f"model {where}: needs exactly one image input, has {len(inputs)}")
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 1:
+        raise UserError(f"model {where}: input shape {shape[1:]} is not (H, W, 1)")
+    h, w = shape[1], shape[2]
+    if resize is None:
+        if h is None or w is None:
+            raise UserError(f"model {where}: input size is not fixed; give --resize H,W")
+        resize = (int(h), int(w))
+    if (h is not None and h != resize[0]) or (w is not None and w != resize[1]):
+        raise UserError(f"model {where}: input is {h}x{w} but resize is {resize[0]}x{resize[1]}")
+    names = list(getattr(model, "output_names", None) or [])
+    outputs = list(getattr(model, "outputs", None) or [])
+    if sorted(names) != sorted(HEAD_NAMES) or len(outputs) != len(HEAD_NAMES):
+        raise UserError(
+            f"model {where}: outputs {names or len(outputs)} are not the heads {', '.join(HEAD_NAMES)}"
+        )
+    order = tuple(names.index(n) for n in HEAD_NAMES)
+    for name, k, i in zip(HEAD_NAMES, NUM_CLASSES, order, strict=True):
+        got = tuple(outputs[i].shape)
+        if len(got) != 2 or got[-1] != k:
+            raise UserError(f"model {where}: head {name} has shape {got[1:]}, expected ({k},)")
+    return resize, order
+
+
+def load_member(spec: str, *, resize: tuple[int, int] | None = None) -> Member:
+    """Load and check one `--model-paths` entry; `resize` overrides the run's own input size."""
+    kind, path, run_dir = resolve_model_path(spec)
+    meta = read_meta(run_dir)
+    if kind == "keras":
+        model, own_resize = _load_keras(path), None
+    else:
+        model, own_resize = _restore_checkpoint(path, run_dir)
+    chosen = resize or (meta or {}).get("resize") or own_resize
+    chosen, order = check_model(model, spec, tuple(chosen) if chosen else None)
+    counts = (meta or {}).get("class_counts")
+    return Member(spec=spec, source=path, model=model, resize=chosen, class_counts=counts, head_order=order)
+
+
+def load_members(specs: Sequence[str], *, resize: tuple[int, int] | None = None) -> list[Member]:
+    if not specs:
+        raise UserError("no model paths given")
+    return [load_member(s, resize=resize) for s in specs]

@@ -1,0 +1,140 @@
+"""Ensemble probabilities to answers: reweight priors, the submission frame, scores on a labelled split."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tpu_grapheme import ensemble, reweight
+from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.errors import UserError
+from tpu_grapheme.inference.members import META_FILE, Member
+from tpu_grapheme.inference.streaming import Predictions, predict
+
+# The competition's sample_submission order: per image, these three rows in this order.
+SUBMISSION_HEADS = ("consonant_diacritic", "grapheme_root", "vowel_diacritic")
+PRIORS = ("off", "test", "train")
+
+
+def prior_for(kind: str, probs: np.ndarray, members: Sequence[Member]) -> list[np.ndarray] | None:
+    """Per-head class counts for reweighting: None (off), test-set argmax counts, or training counts."""
+    if kind == "off":
+        return None
+    if kind == "test":
+        return reweight.test_prior(probs)
+    if kind == "train":
+        counts = [m.class_counts for m in members if m.class_counts]
+        if not counts:
+            raise UserError(f"--reweight-prior train needs class_counts in a {META_FILE} next to the models")
+        return reweight.train_prior(counts)
+    raise UserError(f"reweight prior {kind!r} is not one of test, train")
+
+
+def submission_frame(ids: Sequence[str], labels: np.ndarray) -> pd.DataFrame:
+    """Kaggle submission rows `row_id,target`: per image `<id>_consonant_diacritic`, `_grapheme_root`, `_vowel_diacritic`."""
+    ids = np.asarray(ids, dtype=str)
+    labels = np.asarray(labels, dtype=np.int64).reshape(len(ids), len(HEAD_NAMES))
+    cols = [HEAD_NAMES.index(h) for h in SUBMISSION_HEADS]
+    row_id = np.char.add(np.repeat(ids, len(cols)), np.tile([f"_{h}" for h in SUBMISSION_HEADS], len(ids)))
+    return pd.DataFrame({"row_id": row_id, "target": labels[:, cols].reshape(-1)})
+
+
+def confusion_matrices(labels: np.ndarray, preds: np.ndarray) -> list[np.ndarray]:
+    """One [C, C] count matrix per head (rows: true class, columns: predicted class)."""
+    cms = []
+    for h, k in enumerate(NUM_CLASSES):
+        cm = np.zeros((k, k), np.int64)
+        np.add.at(cm, (labels[:, h], preds[:, h]), 1)
+        cms.append(cm)
+    return cms
+
+
+def score(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    """Per-head macro recall and the 2:1:1 hierarchical recall, as the training loop reports them.
+
+    `tpu_grapheme.metrics` follows sklearn's `recall_score(average="macro")` (the competition metric):
+    a class predicted but absent from the labels counts as recall 0.
+    """
+    from tpu_grapheme.metrics import hierarchical_recall
+
+    return hierarchical_recall(confusion_matrices(np.asarray(labels), np.asarray(preds)))
+
+
+def labelled_predictions(
+    members: Sequence[Member],
+    pattern: str,
+    valid_csv: str,
+    *,
+    batch_size: int = 64,
+    methods: Sequence[str] = ensemble.METHODS,
+    progress: bool = True,
+) -> tuple[Predictions, np.ndarray]:
+    """Predictions for the ids of a labelled split (train.csv columns) and their labels [n, 3]."""
+    from tpu_grapheme.data.kaggle import read_train_csv
+
+    df = read_train_csv(valid_csv)
+    if len(df) == 0:
+        raise UserError(f"{valid_csv}: no rows")
+    preds = predict(
+        members, pattern, batch_size=batch_size, methods=methods, keep=set(df["image_id"]), progress=progress
+    )
+    if len(preds.ids) == 0:
+        raise UserError(f"none of the {len(df)} image ids of {valid_csv} are in {pattern}")
+    if len(preds.ids) < len(df):
+        missing = len(df) - len(preds.ids)
+        print(f"warning: {missing} of {len(df)} ids of {valid_csv} are not in {pattern}", file=sys.stderr)
+    return preds, df.set_index("image_id").loc[preds.ids, list(HEAD_NAMES)].to_numpy()
+
+
+def score_table(
+    preds: Predictions,
+    labels: np.ndarray,
+    members: Sequence[Member],
+    *,
+    priors: Sequence[str] = PRIORS,
+    power: float = reweight.DEFAULT_POWER,
+) -> list[dict[str, Any]]:
+    """One row (method, prior, n, metrics) per method in `preds` x prior; `train` only with class counts."""
+    has_counts = any(m.class_counts for m in members)
+    rows = []
+    for method, probs in preds.probs.items():
+        for prior in priors:
+            if prior == "train" and not has_counts:
+                continue
+            pred = reweight.predict(probs, prior_for(prior, probs, members), power=power)
+            rows.append({"method": method, "prior": prior, "n": len(labels), **score(labels, pred)})
+    return rows
+
+
+def evaluate(
+    members: Sequence[Member],
+    pattern: str,
+    valid_csv: str,
+    *,
+    batch_size: int = 64,
+    methods: Sequence[str] = ensemble.METHODS,
+    priors: Sequence[str] = PRIORS,
+    power: float = reweight.DEFAULT_POWER,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score each method x prior on the labelled split (what `--valid-csv` prints)."""
+    preds, labels = labelled_predictions(
+        members, pattern, valid_csv, batch_size=batch_size, methods=methods, progress=progress
+    )
+    return score_table(preds, labels, members, priors=priors, power=power)
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width table of `evaluate` rows."""
+    head = f"{'method':<11} {'reweight':<8} {'hier':>7} {'root':>7} {'vowel':>7} {'conso':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['method']:<11} {r['prior']:<8} {r['hierarchical_recall']:7.4f} {r['recall_grapheme_root']:7.4f}"
+            f" {r['recall_vowel_diacritic']:7.4f} {r['recall_consonant_diacritic']:7.4f}"
+        )
+    return "\n".join(lines)
