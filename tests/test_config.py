@@ -41,3 +41,25 @@ def test_cli_flags_override_yaml(tmp_path):
     add_arguments(parser)
     cfg = from_args(parser.parse_args(["--config", str(path), "--steps", "12", "--mixed-precision"]))
     assert (cfg.steps, cfg.arch, cfg.mixed_precision) == (12, "tiny", "auto")
+
+
+SEED_COMMAND = (
+    "--batch-size 64 --arch b4 --checkpoint-interval 2000 --steps 20010 --resize 192,330 --max-lr 4e-3 "
+    "--mixup-alpha -1 --cutmix-alpha 1. --weight-decay 0 --log-interval 500 --mixed-precision "
+    "--output-suffix _192330_0 --radam --dropout 0.5"
+)  # the seed README's training flags (data folders aside), plus the seed's Dropout(0.5)
+
+
+def test_shipped_configs_load_and_the_seed_one_is_the_seed_command():
+    import glob
+    import os
+
+    from tpu_grapheme.config import load_yaml
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    files = sorted(glob.glob(os.path.join(root, "*.yaml")))
+    assert len(files) >= 3
+    configs = {os.path.basename(f): from_dict(load_yaml(f)) for f in files}
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert configs["seed_b4_192x330.yaml"] == from_args(parser.parse_args(SEED_COMMAND.split()))
