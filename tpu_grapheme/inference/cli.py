@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from tpu_grapheme import ensemble, reweight
 from tpu_grapheme.data.kaggle import parquet_files
 from tpu_grapheme.errors import UserError, cli_main
-from tpu_grapheme.inference.members import META_FILE, load_members
+from tpu_grapheme.inference.members import load_members
 from tpu_grapheme.inference.scoring import evaluate, format_table, prior_for, submission_frame
 from tpu_grapheme.inference.streaming import predict
+from tpu_grapheme.run_dir import META
 
 
 def _resize_arg(text: str) -> tuple[int, int]:
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"{rows[0]['n']} images, {len(members)} model(s), reweight power {args.reweight_power}")
         if not any(m.class_counts for m in members):
-            print(f"(no train-prior rows: no class_counts in a {META_FILE} next to the models)")
+            print(f"(no train-prior rows: no class_counts in a {META} next to the models)")
         print(format_table(rows))
         if args.report_json:
             with open(args.report_json, "w", encoding="utf-8") as f:

@@ -16,11 +16,7 @@ import numpy as np
 
 from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, WIDTH
 from tpu_grapheme.errors import UserError
-
-META_FILE = "model_meta.json"
-BEST_MODEL = "model_best.keras"
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_DIR = "checkpoints"
+from tpu_grapheme.run_dir import BEST_MODEL, CHECKPOINTS, CONFIG, META
 
 
 @dataclasses.dataclass
@@ -79,7 +75,7 @@ def _first_line(e: BaseException) -> str:
 
 def read_meta(run_dir: str) -> dict | None:
     """`model_meta.json` of a run dir (None when absent); a broken file is a UserError."""
-    path = os.path.join(run_dir, META_FILE)
+    path = os.path.join(run_dir, META)
     if not os.path.isfile(path):
         return None
     try:
@@ -123,7 +119,7 @@ def resolve_model_path(spec: str) -> tuple[str, str, str]:
     if os.path.isfile(os.path.join(path, BEST_MODEL)):
         return "keras", os.path.join(path, BEST_MODEL), os.path.abspath(path)
     for ckpt_dir, run_dir in (
-        (os.path.join(path, CHECKPOINT_DIR), path),
+        (os.path.join(path, CHECKPOINTS), path),
         (path, os.path.dirname(os.path.abspath(path))),
     ):
         latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
@@ -149,9 +145,9 @@ def _restore_checkpoint(prefix: str, run_dir: str):
     from tpu_grapheme.config import from_dict, load_yaml
     from tpu_grapheme.model import build_model
 
-    cfg_path = os.path.join(run_dir, CONFIG_FILE)
+    cfg_path = os.path.join(run_dir, CONFIG)
     if not os.path.isfile(cfg_path):
-        raise UserError(f"checkpoint {prefix}: no {CONFIG_FILE} in {run_dir} to rebuild the model from")
+        raise UserError(f"checkpoint {prefix}: no {CONFIG} in {run_dir} to rebuild the model from")
     cfg = from_dict(load_yaml(cfg_path))
     model = build_model(arch=cfg.arch, input_shape=(*cfg.resize, 1), dropout=cfg.dropout, seed=cfg.seed)
     try:

@@ -12,8 +12,9 @@ import pandas as pd
 from tpu_grapheme import ensemble, reweight
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.inference.members import META_FILE, Member
+from tpu_grapheme.inference.members import Member
 from tpu_grapheme.inference.streaming import Predictions, predict
+from tpu_grapheme.run_dir import META
 
 # The competition's sample_submission order: per image, these three rows in this order.
 SUBMISSION_HEADS = ("consonant_diacritic", "grapheme_root", "vowel_diacritic")
@@ -29,7 +30,7 @@ def prior_for(kind: str, probs: np.ndarray, members: Sequence[Member]) -> list[n
     if kind == "train":
         counts = [m.class_counts for m in members if m.class_counts]
         if not counts:
-            raise UserError(f"--reweight-prior train needs class_counts in a {META_FILE} next to the models")
+            raise UserError(f"--reweight-prior train needs class_counts in a {META} next to the models")
         return reweight.train_prior(counts)
     raise UserError(f"reweight prior {kind!r} is not one of test, train")
 
