@@ -10,6 +10,12 @@ graph from `stem_conv_pad` onward and feed it the 1-channel input directly: no r
 tiling (the stem conv has one input channel, so no compute is spent on three identical channels).
 ImageNet weights (a local file, never a download) are loaded into a 3-channel copy and the stem kernel
 is folded by summing over its input channels, which is exact for an input tiled to three channels.
+
+Randomness: every Dropout (the head's and EfficientNet's stochastic-depth drops) becomes a
+`ReplicaDropout` seeded from (`seed`, layer name): reproducible from `seed`, a different mask on
+every replica. BatchNorm: batch statistics are per micro-batch (as they are per replica on a TPU);
+with `bn_updates_per_step=k` (gradient accumulation) the moving statistics are updated k times per
+optimizer step, so each update uses momentum**(1/k) and they decay by `momentum` per optimizer step.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from keras import layers
 
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError
+from tpu_grapheme.replica_random import ReplicaDropout
 
 _EFFNET = re.compile(r"^b([0-7])(g?)$")
 # `small` trains for ~1-2k steps on a CPU: Keras' default 0.99 leaves the moving statistics far from
@@ -67,8 +74,15 @@ def build_model(
     dropout: float = 0.2,
     weights: str = "",
     seed: int = 0,
+    bn_updates_per_step: int = 1,
 ) -> keras.Model:
-    """Build `arch` for float32 input [B,H,W,1]; outputs [root, vowel, consonant] float32 logits."""
+    """Build `arch` for float32 input [B,H,W,1]; outputs [root, vowel, consonant] float32 logits.
+
+    `bn_updates_per_step`: BatchNorm updates per optimizer step (the gradient-accumulation factor k);
+    batch statistics stay per micro-batch, the moving statistics decay by `momentum` per optimizer step.
+    """
+    if int(bn_updates_per_step) < 1:
+        raise UserError(f"bn_updates_per_step must be >= 1, got {bn_updates_per_step}")
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 3 or input_shape[-1] != 1:
         raise UserError(f"input_shape must be (H, W, 1), got {input_shape}")
@@ -82,36 +96,89 @@ def build_model(
     if arch == "tiny":
         features = _tiny(inputs, seeds)
     elif arch == "small":
-        features = _small(inputs, seeds)
+        features = _small(inputs, seeds, bn_updates_per_step=int(bn_updates_per_step))
     elif m := _EFFNET.match(arch):
         if min(input_shape[:2]) < 32:
             raise UserError(f"EfficientNet needs H and W >= 32, got {input_shape[:2]}")
-        backbone = _efficientnet(int(m.group(1)), input_shape, weights=weights, seed=seed)
+        backbone = _efficientnet(
+            int(m.group(1)),
+            input_shape,
+            weights=weights,
+            seed=seed,
+            bn_updates_per_step=int(bn_updates_per_step),
+        )
         features = layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
         gated = bool(m.group(2))
     else:
         raise UserError(f"unknown arch {arch!r}: tiny, small, b0..b7, b0g..b7g")
-    outputs = _heads(features, dropout=dropout, gated=gated, seeds=seeds)
+    outputs = _heads(features, dropout=dropout, gated=gated, seeds=seeds, seed=seed)
     return keras.Model(inputs, outputs, name=f"grapheme_{arch}")
 
 
-def _heads(features, *, dropout: float, gated: bool, seeds: _Seeds) -> list:
-    """Three float32 Dense heads; `gated` puts an SE gate (C/8 relu -> C sigmoid) in front of each."""
-    if not gated:
-        features = layers.Dropout(dropout, name="head_dropout")(features)
-    outputs = []
+def _heads(features, *, dropout: float, gated: bool, seeds: _Seeds, seed: int) -> list:
+    """One Dropout shared by three float32 Dense heads; `gated` puts an SE gate in front of each head.
+
+    The seed's layout (`bengali/model.py` of ceshine/bengali-grapheme-classification): pooling ->
+    Dropout -> per head [Dense(C/8, relu) -> Dense(C, sigmoid), multiplied in] -> Dense. Both gate
+    layers use He-normal kernels and zero biases, the head Dense Keras' default Glorot-uniform.
+    """
+    features = ReplicaDropout(dropout, seed=_name_seed("head_dropout", seed), name="head_dropout")(features)
     channels = features.shape[-1]
+    outputs = []
     for name, n in zip(HEAD_NAMES, NUM_CLASSES, strict=True):
         x = features
         if gated:
             g = layers.Dense(
                 max(1, channels // 8), "relu", kernel_initializer=seeds.he(), name=f"{name}_se1"
             )(x)
-            g = layers.Dense(channels, "sigmoid", kernel_initializer=seeds.glorot(), name=f"{name}_se2")(g)
+            g = layers.Dense(channels, "sigmoid", kernel_initializer=seeds.he(), name=f"{name}_se2")(g)
             x = layers.Multiply(name=f"{name}_gate")([x, g])
-            x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
         outputs.append(layers.Dense(n, kernel_initializer=seeds.glorot(), dtype="float32", name=name)(x))
     return outputs
+
+
+@keras.saving.register_keras_serializable(package="tpu_grapheme")
+class AccumBatchNormalization(layers.BatchNormalization):
+    """BatchNormalization updated `updates_per_step` times per optimizer step (gradient accumulation).
+
+    Each update uses momentum**(1/k), so the moving statistics decay by `momentum` per optimizer step
+    as without accumulation; the config (and a saved `.keras` model) carries the per-step `momentum`.
+    """
+
+    def __init__(self, momentum: float = 0.99, updates_per_step: int = 1, **kwargs):
+        if int(updates_per_step) < 1:
+            raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
+        super().__init__(momentum=float(momentum) ** (1.0 / int(updates_per_step)), **kwargs)
+        self.step_momentum = float(momentum)
+        self.updates_per_step = int(updates_per_step)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        return {**config, "momentum": self.step_momentum, "updates_per_step": self.updates_per_step}
+
+
+def _bn(*, momentum: float, updates_per_step: int, name: str) -> layers.BatchNormalization:
+    """A stock BatchNormalization, or for k > 1 updates per optimizer step an AccumBatchNormalization."""
+    if updates_per_step > 1:
+        return AccumBatchNormalization(momentum=momentum, updates_per_step=updates_per_step, name=name)
+    return layers.BatchNormalization(momentum=momentum, name=name)
+
+
+def _adapted_copy(layer: layers.Layer, *, seed: int, bn_updates_per_step: int) -> layers.Layer:
+    """A fresh copy of `layer` (same config): Dropout -> seeded ReplicaDropout, BatchNormalization ->
+    AccumBatchNormalization when k > 1, anything else its own class."""
+    if isinstance(layer, layers.Dropout):
+        return ReplicaDropout.replacing(layer, _name_seed(layer.name, seed))
+    if isinstance(layer, layers.BatchNormalization) and bn_updates_per_step > 1:
+        return AccumBatchNormalization.from_config(
+            {**layer.get_config(), "updates_per_step": bn_updates_per_step}
+        )
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _name_seed(name: str, seed: int) -> int:
+    """A deterministic 31-bit seed from (layer name, run seed)."""
+    return (zlib.crc32(name.encode()) + 7919 * int(seed)) % (2**31)
 
 
 def _tiny(x, seeds: _Seeds):
@@ -122,7 +189,7 @@ def _tiny(x, seeds: _Seeds):
     return layers.GlobalAveragePooling2D(name="avg_pool")(x)
 
 
-def _small(x, seeds: _Seeds):
+def _small(x, seeds: _Seeds, *, bn_updates_per_step: int):
     """A MobileNet-like CNN: a 4x4 patch stem to 1/4 resolution, then depthwise-separable blocks."""
     for i, (block, filters, stride) in enumerate(_SMALL):
         p = f"block{i}_"
@@ -130,23 +197,33 @@ def _small(x, seeds: _Seeds):
             x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
                                        depthwise_initializer=seeds.he(), name=p + "dw")(x)  # fmt: skip
             x = layers.ReLU(6.0, name=p + "dw_relu")(
-                layers.BatchNormalization(momentum=_BN_MOMENTUM, name=p + "dw_bn")(x)
+                _bn(momentum=_BN_MOMENTUM, updates_per_step=bn_updates_per_step, name=p + "dw_bn")(x)
             )
             x = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=seeds.he(), name=p + "pw")(x)
         else:
             x = layers.Conv2D(filters, stride, strides=stride, padding="same", use_bias=False,
                               kernel_initializer=seeds.he(), name=p + "patch")(x)  # fmt: skip
         x = layers.ReLU(6.0, name=p + "relu")(
-            layers.BatchNormalization(momentum=_BN_MOMENTUM, name=p + "bn")(x)
+            _bn(momentum=_BN_MOMENTUM, updates_per_step=bn_updates_per_step, name=p + "bn")(x)
         )
     return layers.GlobalAveragePooling2D(name="avg_pool")(x)
 
 
-def _efficientnet(n: int, input_shape: tuple[int, int, int], *, weights: str, seed: int) -> keras.Model:
-    """Keras EfficientNetB{n} from its stem conv on (no rescaling/normalisation), 1 input channel."""
+def _efficientnet(
+    n: int, input_shape: tuple[int, int, int], *, weights: str, seed: int, bn_updates_per_step: int
+) -> keras.Model:
+    """Keras EfficientNetB{n} from its stem conv on (no rescaling/normalisation), 1 input channel.
+
+    Rebuilt layer by layer so that its stochastic-depth drops are seeded `ReplicaDropout`s and, for
+    k > 1 updates per optimizer step, its BatchNorms `AccumBatchNormalization`s.
+    """
     ctor = getattr(keras.applications, f"EfficientNetB{n}")
     full = ctor(include_top=False, weights=None, input_shape=input_shape)
-    backbone = keras.Model(full.get_layer("stem_conv_pad").input, full.output, name=f"efficientnetb{n}")
+    stock = keras.Model(full.get_layer("stem_conv_pad").input, full.output, name=f"efficientnetb{n}")
+    backbone = keras.models.clone_model(
+        stock,
+        clone_function=lambda layer: _adapted_copy(layer, seed=seed, bn_updates_per_step=bn_updates_per_step),
+    )
     _reseed(backbone, seed)
     if weights:
         _load_imagenet(backbone, ctor, input_shape, weights)
@@ -166,7 +243,7 @@ def _reseed(model: keras.Model, seed: int) -> None:
             config = keras.initializers.serialize(init)
             if "seed" not in config.get("config", {}):
                 continue
-            config["config"]["seed"] = (zlib.crc32(layer.name.encode()) + 7919 * int(seed)) % (2**31)
+            config["config"]["seed"] = _name_seed(layer.name, seed)
             var.assign(keras.initializers.deserialize(config)(var.shape, var.dtype))
 
 
