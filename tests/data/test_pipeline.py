@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tpu_grapheme import prepare
-from tpu_grapheme.data import pipeline, tfrecord
+from tpu_grapheme.data import pipeline, prepare, tfrecord
 from tpu_grapheme.errors import UserError
 
 
@@ -89,6 +88,38 @@ def test_resize_keeps_thin_strokes():
     small = pipeline.resize_images(tf.constant(img), (64, 112)).numpy()
     assert small.shape == (1, 64, 112, 1) and small.min() < 200
     assert pipeline.resize_images(tf.constant(img), (192, 330)).shape == (1, 192, 330, 1)
+
+
+def test_enlarging_is_the_seeds_bicubic_by_default():
+    # The seed: `tf.image.resize(image, resize, method="bicubic")` (no antialias) to 192x330.
+    rng = np.random.default_rng(0)
+    img = tf.constant(rng.integers(0, 256, (2, 137, 236, 1)).astype(np.uint8))
+    seed_way = tf.clip_by_value(
+        tf.image.resize(tf.cast(img, tf.float32), (192, 330), method="bicubic"), 0, 255
+    )
+    np.testing.assert_allclose(pipeline.resize_images(img, (192, 330)).numpy(), seed_way.numpy(), atol=1e-4)
+    bilinear = tf.image.resize(tf.cast(img, tf.float32), (192, 330), method="bilinear")
+    np.testing.assert_allclose(pipeline.resize_images(img, (192, 330), "bilinear").numpy(), bilinear.numpy())
+    assert pipeline.resize_method_for((64, 112)) == ("area", False)  # shrinking keeps the box average
+    with pytest.raises(UserError, match="resize method 'cubic'"):
+        pipeline.resize_method_for((64, 112), "cubic")
+
+
+def test_resize_method_reaches_the_pipeline(ours):
+    out = ours[0]
+    kw = {
+        "batch_size": 5,
+        "resize": (150, 260),
+        "training": False,
+        "deterministic": True,
+        "normalized": False,
+    }
+    bicubic, _ = next(iter(pipeline.build_dataset(out, **kw)))
+    nearest, _ = next(iter(pipeline.build_dataset(out, resize_method="nearest", **kw)))
+    raw, _ = next(iter(pipeline.build_dataset(out, **{**kw, "resize": None})))
+    ref = tf.image.resize(tf.cast(raw, tf.float32), (150, 260), method="nearest")
+    np.testing.assert_array_equal(nearest.numpy(), ref.numpy())
+    assert not np.array_equal(bicubic.numpy(), nearest.numpy())
 
 
 def _order(pattern, seed, **kw):
