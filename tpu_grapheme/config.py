@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import os
 import typing
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from tpu_grapheme.errors import UserError
+from tpu_grapheme.data.schema import RESIZE_METHODS
+from tpu_grapheme.errors import UserError, did_you_mean
 
 ARCHS = ("tiny", "small", *(f"b{i}" for i in range(8)), *(f"b{i}g" for i in range(8)))
 OPTIMIZERS = ("adamw", "radam", "ranger", "adam", "sgd")
@@ -25,7 +25,6 @@ SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 JIT_MODES = ("auto", "on", "off")
 WEIGHT_DECAY_RULES = ("tfa", "keras")
-RESIZE_METHODS = ("auto", "bicubic", "bilinear", "area", "nearest")
 STRATEGIES = ("auto", "tpu", "mirrored", "one", "cpu")
 
 
@@ -65,12 +64,13 @@ class TrainConfig:
     max_lr: float = _f(3e-3, "peak learning rate")
     weight_decay: float = _f(
         -1.0,
-        "decoupled weight decay; -1: the optimizer's default (adamw: 1e-5, radam/ranger/adam: 0, as the seed)",
+        "decoupled weight decay, applied as --weight-decay-rule says; "
+        "-1: the optimizer's default (adamw/sgd: 1e-4, radam/ranger/adam: 0, as the seed)",
     )
     weight_decay_rule: str = _f(
         "tfa",
-        "tfa: var -= wd * var every step on all variables (the seed's tfa AdamW); "
-        "keras: var -= lr * wd * var, skipping biases and normalisation (Keras AdamW)",
+        "tfa (default, the seed's tfa AdamW/SGDW): var -= wd * var every step, all variables, no lr factor; "
+        "keras (Keras AdamW): var -= lr * wd * var, skipping biases and normalisation",
     )
     schedule: str = _f("cosine", f"lr schedule: {', '.join(SCHEDULES)}")
     warmup_frac: float = _f(0.2, "share of steps spent warming up linearly from 1e-6")
@@ -118,10 +118,10 @@ class TrainConfig:
 
     @property
     def effective_weight_decay(self) -> float:
-        """`weight_decay`, with -1 resolved: 1e-5 for adamw/sgd, 0 for radam/ranger/adam (the seed)."""
+        """`weight_decay`, with -1 resolved: 1e-4 for adamw/sgd, 0 for radam/ranger/adam (the seed)."""
         if self.weight_decay >= 0:
             return self.weight_decay
-        return 1e-5 if self.optimizer_name in ("adamw", "sgd") else 0.0
+        return 1e-4 if self.optimizer_name in ("adamw", "sgd") else 0.0
 
     @property
     def run_dir(self) -> str:
@@ -263,20 +263,32 @@ def _validate(c: TrainConfig) -> None:
 
 # ------------------------------------------------------------------------------------------------
 def unknown_field_error(name: str) -> UserError:
-    close = difflib.get_close_matches(name, FIELDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return UserError(f"unknown TrainConfig field {name!r}{hint}")
+    return UserError(f"unknown TrainConfig field {name!r}{did_you_mean(name, FIELDS)}")
+
+
+def field_name(key: Any) -> str:
+    """The field a user's spelling names: YAML and CLI accept `max-lr` for `max_lr`."""
+    return str(key).replace("-", "_")
+
+
+def normalize_keys(values: Mapping[str, Any], *, unique: bool = False) -> dict[str, Any]:
+    """`values` keyed by field name; an unknown key is an error with a hint. Two spellings of one field:
+    the later wins, or (`unique`) an error.
+    """
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = field_name(k)
+        if key not in FIELDS:
+            raise unknown_field_error(str(k))
+        if unique and key in out:
+            raise UserError(f"field {key!r} appears twice")
+        out[key] = v
+    return out
 
 
 def from_dict(values: Mapping[str, Any]) -> TrainConfig:
     """Build a config from plain values (YAML, Ray params); unknown keys are an error with a hint."""
-    clean = {}
-    for k, v in values.items():
-        key = k.replace("-", "_")
-        if key not in FIELDS:
-            raise unknown_field_error(k)
-        clean[key] = v
-    return TrainConfig(**clean)
+    return TrainConfig(**normalize_keys(values))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -310,20 +322,35 @@ def save_yaml(cfg: TrainConfig, path: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# `--help` groups, in field order: (title, first field of the group), as TrainConfig's sections.
+HELP_GROUPS = (
+    ("data", "train_folder"),
+    ("model", "arch"),
+    ("optimisation", "batch_size"),
+    ("augmentation", "mixup_alpha"),
+    ("numerics and execution", "mixed_precision"),
+    ("loop, logging, output", "checkpoint_interval"),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One `--flag` per field; defaults stay None so only flags actually given override."""
+    """One `--flag` per field, grouped as the dataclass is; defaults stay None so only given flags override."""
     parser.add_argument("--config", help="YAML file of TrainConfig fields; flags override it")
+    starts = dict((first, title) for title, first in HELP_GROUPS)
+    group: Any = parser
     for f in dataclasses.fields(TrainConfig):
+        if f.name in starts:
+            group = parser.add_argument_group(starts[f.name])
         flag = "--" + f.name.replace("_", "-")
         hint = _HINTS[f.name]
         help_text = f"{f.metadata['help']} (default: {_show(f.default)})"
         if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif f.name == "mixed_precision":
             # The seed's `--mixed-precision` was a switch: bare flag means 'auto'.
-            parser.add_argument(flag, nargs="?", const="auto", default=None, help=help_text)
+            group.add_argument(flag, nargs="?", const="auto", default=None, help=help_text)
         else:
-            parser.add_argument(flag, default=None, metavar=f.name.upper(), help=help_text)
+            group.add_argument(flag, default=None, metavar=f.name.upper(), help=help_text)
 
 
 def _show(v: Any) -> str:

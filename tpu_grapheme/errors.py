@@ -1,10 +1,11 @@
-"""One error type for bad user input, and the CLI wrapper that turns it into one line and exit 2."""
+"""One error type for bad user input, its did-you-mean hint, and the CLI wrapper (one line, exit 2)."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -12,6 +13,17 @@ F = TypeVar("F", bound=Callable[..., object])
 
 class UserError(ValueError):
     """Bad input from the user (file, schema, flag, YAML): printed as one line, never a traceback."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], *, list_choices: bool = False) -> str:
+    """The hint after an unknown name: " (did you mean 'x'?)" for a close match, else "; one of a, b"
+    (`list_choices`, for short lists) or "".
+    """
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), choices, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; one of {', '.join(choices)}" if list_choices else ""
 
 
 def cli_main(fn: F) -> F:

@@ -10,13 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tpu_grapheme.config import add_arguments, from_args  # noqa: E402
-from tpu_grapheme.errors import cli_main  # noqa: E402
+from tpu_grapheme.config import add_arguments, from_args
+from tpu_grapheme.errors import cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:
