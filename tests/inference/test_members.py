@@ -62,3 +62,24 @@ def test_incompatible_models_are_user_errors(models, name, message):
 def test_resize_must_match_a_fixed_model_input(models):
     with pytest.raises(UserError, match="input is 32x56 but resize is 40x64"):
         members.load_member(models["run_a"], resize=(40, 64))
+
+
+def test_member_resizes_as_its_model_was_trained(models, data, tmp_path):
+    # A run trained with --resize-method nearest: inference must feed nearest-resized images too.
+    import shutil
+
+    run = tmp_path / "run_nearest"
+    shutil.copytree(models["run_a"], run)
+    meta = members.read_meta(str(run))
+    (run / "model_meta.json").write_text(
+        __import__("json").dumps({**meta, "resize": list(meta["resize"]), "resize_method": "nearest"})
+    )
+    member = members.load_member(str(run))
+    assert member.resize_method == "nearest"
+    images = data["test"][:2]
+    x = tf.image.resize(tf.cast(tf.constant(images)[..., None], tf.float32), member.resize, method="nearest")
+    from tpu_grapheme.data import pipeline
+
+    want = models["a_model"](pipeline.normalize(x), training=False)
+    for g, w in zip(member.log_probs(images), want, strict=True):
+        np.testing.assert_allclose(g, tf.nn.log_softmax(w).numpy(), atol=1e-5)

@@ -7,7 +7,6 @@ A member predicts exactly as training fed the model: the training pipeline's own
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 
 from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, WIDTH
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.run_dir import BEST_MODEL, CHECKPOINTS, CONFIG, META
+from tpu_grapheme.run_dir import BEST_MODEL, CHECKPOINTS, CONFIG, RunDir
 
 
 @dataclasses.dataclass
@@ -29,16 +28,17 @@ class Member:
     resize: tuple[int, int]
     class_counts: dict[str, list[int]] | None
     head_order: tuple[int, ...]  # model output index for each of HEAD_NAMES
+    resize_method: str = "auto"  # the training pipeline's (model_meta.json)
     _fn: Callable | None = dataclasses.field(default=None, repr=False)
 
     def log_probs(self, images: np.ndarray) -> list[np.ndarray]:
         """Per-head log-probabilities [n, C] (float32) for raw uint8 images [n, 137, 236]."""
         if self._fn is None:
-            self._fn = _predict_fn(self.model, self.resize, self.head_order)
+            self._fn = _predict_fn(self.model, self.resize, self.head_order, self.resize_method)
         return [t.numpy() for t in self._fn(images)]
 
 
-def preprocess(images, resize: tuple[int, int]):
+def preprocess(images, resize: tuple[int, int], method: str = "auto"):
     """uint8 [n, 137, 236] Kaggle images (dark ink) -> model input float32 [n, H, W, 1], as in training.
 
     Uses the training pipeline's own resize and `normalize` (inverts to ink-bright, standardises), so
@@ -50,15 +50,15 @@ def preprocess(images, resize: tuple[int, int]):
 
     resize_fn = pipeline.resize_images  # one source of truth with training
     x = tf.cast(tf.convert_to_tensor(images)[..., None], tf.float32)
-    return tf.cast(pipeline.normalize(resize_fn(x, tuple(resize))), tf.float32)
+    return tf.cast(pipeline.normalize(resize_fn(x, tuple(resize), method)), tf.float32)
 
 
-def _predict_fn(model, resize: tuple[int, int], head_order: Sequence[int]) -> Callable:
+def _predict_fn(model, resize: tuple[int, int], head_order: Sequence[int], method: str) -> Callable:
     import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec([None, HEIGHT, WIDTH], tf.uint8)], reduce_retracing=True)
     def fn(images):
-        outputs = model(preprocess(images, resize), training=False)
+        outputs = model(preprocess(images, resize, method), training=False)
         if isinstance(outputs, dict):
             outputs = [outputs[name] for name in HEAD_NAMES]
         else:
@@ -75,25 +75,7 @@ def _first_line(e: BaseException) -> str:
 
 def read_meta(run_dir: str) -> dict | None:
     """`model_meta.json` of a run dir (None when absent); a broken file is a UserError."""
-    path = os.path.join(run_dir, META)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        if "resize" in meta:
-            h, w = (int(v) for v in meta["resize"])
-            meta["resize"] = (h, w)
-        counts = meta.get("class_counts")
-        if counts is not None:
-            for name, k in zip(HEAD_NAMES, NUM_CLASSES, strict=True):
-                if len(counts[name]) != k:
-                    raise ValueError(f"class_counts[{name!r}] needs {k} counts")
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise UserError(f"{path}: unreadable model meta ({_first_line(e)})") from None
-    return meta
+    return RunDir(run_dir).read_meta()
 
 
 def resolve_model_path(spec: str) -> tuple[str, str, str]:
@@ -155,7 +137,7 @@ def _restore_checkpoint(prefix: str, run_dir: str):
         status.assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError) as e:
         raise UserError(f"checkpoint {prefix} does not match a {cfg.arch} model: {_first_line(e)}") from None
-    return model, tuple(cfg.resize)
+    return model, tuple(cfg.resize), cfg.resize_method
 
 
 def check_model(model, where: str, resize: tuple[int, int] | None) -> tuple[tuple[int, int], tuple[int, ...]]:
@@ -192,13 +174,21 @@ def load_member(spec: str, *, resize: tuple[int, int] | None = None) -> Member:
     kind, path, run_dir = resolve_model_path(spec)
     meta = read_meta(run_dir)
     if kind == "keras":
-        model, own_resize = _load_keras(path), None
+        model, own_resize, method = _load_keras(path), None, "auto"
     else:
-        model, own_resize = _restore_checkpoint(path, run_dir)
-    chosen = resize or (meta or {}).get("resize") or own_resize
+        model, own_resize, method = _restore_checkpoint(path, run_dir)
+    meta = meta or {}
+    chosen = resize or meta.get("resize") or own_resize
     chosen, order = check_model(model, spec, tuple(chosen) if chosen else None)
-    counts = (meta or {}).get("class_counts")
-    return Member(spec=spec, source=path, model=model, resize=chosen, class_counts=counts, head_order=order)
+    return Member(
+        spec=spec,
+        source=path,
+        model=model,
+        resize=chosen,
+        class_counts=meta.get("class_counts"),
+        head_order=order,
+        resize_method=meta.get("resize_method", method),  # as the model was trained
+    )
 
 
 def load_members(specs: Sequence[str], *, resize: tuple[int, int] | None = None) -> list[Member]:
