@@ -1,7 +1,7 @@
 """Turn a finished search into a ranked table, the best config as YAML and a metric-over-steps plot.
 
-`summarize(result_grid, space)` reads Ray's `ResultGrid` into plain `TrialSummary` rows; everything
-else here works on those rows only, so it is testable without Ray.
+`summarize(result_grid, metric=..., param_names=..., target_steps=...)` reads Ray's `ResultGrid` into
+plain `TrialSummary` rows; everything else here works on those rows only, so it is testable without Ray.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tpu_grapheme.config import from_dict, save_yaml
+from tpu_grapheme.config import save_yaml
+from tune.space import trial_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,7 @@ def format_table(trials: Sequence[TrialSummary], *, metric: str, mode: str) -> s
 
 def write_best_yaml(best: TrialSummary, fixed: Mapping[str, Any], path: str) -> str:
     """The winning trial's full TrainConfig (fixed values + its params) for `tpu_grapheme.train --config`."""
-    cfg = from_dict({**fixed, **best.params})
+    cfg = trial_config(fixed, best.params)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_yaml(cfg, path)
     return path

@@ -9,19 +9,13 @@ A retried or resumed trial gets that checkpoint back from `ray.tune.get_checkpoi
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 from collections.abc import Mapping
 from typing import Any
 
-from tpu_grapheme.config import TrainConfig, from_dict
-
-
-def trial_config(fixed: Mapping[str, Any], params: Mapping[str, Any], trial_dir: str) -> TrainConfig:
-    """Fixed values, then the trial's params; the run lives under the trial's own directory."""
-    return from_dict({**fixed, **params, "output_dir": trial_dir})
+from tune.space import trial_config
 
 
 def restore_checkpoint(checkpoint: Any, run_dir: str) -> str | None:
@@ -35,17 +29,6 @@ def restore_checkpoint(checkpoint: Any, run_dir: str) -> str | None:
     return dest
 
 
-def _enable_gpu_memory_growth() -> None:
-    """Trials that share a machine's GPUs must not each grab all GPU memory up front."""
-    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        # RuntimeError: TF already initialised its GPUs; the env var above covers that case.
-        with contextlib.suppress(RuntimeError):
-            tf.config.experimental.set_memory_growth(gpu, True)
-
-
 def train_trial(config: dict[str, Any], *, fixed: Mapping[str, Any]) -> None:
     """Ray Tune function trainable (bind `fixed` with `tune.with_parameters`)."""
     import ray
@@ -53,12 +36,17 @@ def train_trial(config: dict[str, Any], *, fixed: Mapping[str, Any]) -> None:
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per eval
     ctx = ray.tune.get_context()
-    cfg = trial_config(fixed, config, ctx.get_trial_dir())
+    cfg = trial_config(fixed, config, output_dir=ctx.get_trial_dir())  # the run lives in the trial's dir
     restored = restore_checkpoint(ray.tune.get_checkpoint(), cfg.run_dir)
     if restored:
         print(f"[tune] trial {ctx.get_trial_name()}: resuming from the reported checkpoint ({restored})")
     if ray.get_gpu_ids():
-        _enable_gpu_memory_growth()
+        # Trials that share a machine's GPUs must not each grab all GPU memory up front. The variable
+        # covers a TensorFlow that already initialised its GPUs (set before TensorFlow is imported).
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        from tpu_grapheme.distribute import enable_gpu_memory_growth
+
+        enable_gpu_memory_growth()
 
     from tpu_grapheme.loop import run_training
 

@@ -6,6 +6,7 @@ import contextlib
 import glob
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -72,9 +73,16 @@ def synthetic_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("synthetic"))
 
 
-@pytest.fixture
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
-    """Head (1 CPU, no TPU) + worker (1 CPU, `TPU: 4`) on loopback, each a `ray start --block` process.
+    """Head (1 CPU, no TPU) + worker (1 CPU, `TPU: 4`) on loopback, each a `ray start --block` process;
+    started once per session.
 
     Torn down by signalling exactly the processes this fixture started (their process groups), not with
     `ray stop`, which would stop every Ray instance on the machine.
@@ -115,9 +123,11 @@ def ray_cluster():
             ],
             "head.log",
         )
-        wait_for(status, timeout=120, what="the Ray head", poll=1)
+        wait_for(lambda: port_open(port), timeout=120, what="the Ray head's port", poll=0.2)
         start([f"--address=127.0.0.1:{port}", '--resources={"TPU": 4}'], "worker.log")
-        wait_for(status, timeout=120, what="the Ray worker node", poll=1)
+        worker_log = pathlib.Path(tmp, "worker.log")
+        wait_for(lambda: "Ray runtime started" in worker_log.read_text(), timeout=120, what="the Ray worker")
+        wait_for(status, timeout=120, what="both Ray nodes", poll=1)  # `ray status` costs a Python start
         yield {"address": f"127.0.0.1:{port}", "env": env, "tmp": tmp}
     finally:
         for p in procs:

@@ -1,151 +1,39 @@
-"""Search-space YAML -> validated SearchSpace: shipped spaces load, every bad file is one clear error."""
+"""SearchSpace as data: a trial's config, the YAML round trip, what is derived from the fixed values."""
 
 from __future__ import annotations
 
-import textwrap
-
-import optuna.distributions as od
-import pytest
-
-from tpu_grapheme.config import TrainConfig
-from tpu_grapheme.errors import UserError
-from tune.space import load_space, parse_space, shipped_spaces
-
-GOOD = """
-search:
-  metric: hierarchical_recall
-  trials: 4
-  scheduler: {name: asha, grace_period: 10, reduction_factor: 2}
-space:
-  arch: {fixed: tiny}
-  resize: [32, 56]
-  steps: {fixed: 40}
-  checkpoint_interval: 10
-  max_lr: {loguniform: [1e-4, 1e-2]}
-  cutmix_alpha: {uniform: [0.1, 2.0]}
-  batch_size: {int: [16, 64, 16]}
-  optimizer: {choice: [adamw, ranger]}
-"""
+from tpu_grapheme.config import FIELDS, TrainConfig
+from tpu_grapheme.metric_names import REPORTED_METRICS
+from tune.space import METRICS, Param, Scheduler, SearchSpace, trial_config
+from tune.space_yaml import parse_space
 
 
-def write(tmp_path, text: str, name: str = "space.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
+def space(**fixed) -> SearchSpace:
+    params = {"max_lr": Param("max_lr", "loguniform", low=1e-4, high=1e-2)}
+    return SearchSpace(source="s.yaml", fixed=fixed, params=params, scheduler=Scheduler(grace_period=5))
 
 
-def test_shipped_spaces_load_and_build_optuna_distributions():
-    assert {"cutmix.yaml", "mixup.yaml", "optimizer.yaml"} <= set(shipped_spaces())
-    for name in ("cutmix", "mixup.yaml", "optimizer"):
-        space = load_space(name)
-        dists = space.optuna_space()
-        assert dists and all(isinstance(d, od.BaseDistribution) for d in dists.values())
-        assert space.scheduler.name == "asha" and space.scheduler.grace_period < space.max_t
+def test_trial_config_is_fixed_then_params_then_extra(tmp_path):
+    fixed = {"arch": "tiny", "max_lr": 1.0, "output_dir": "elsewhere"}
+    cfg = trial_config(fixed, {"max_lr": 0.002}, output_dir=str(tmp_path))  # as the trainable calls it
+    assert isinstance(cfg, TrainConfig) and cfg.arch == "tiny" and cfg.max_lr == 0.002
+    assert cfg.output_dir == str(tmp_path) and cfg.run_dir.startswith(str(tmp_path))
 
 
-def test_good_space_parses_into_fixed_values_params_and_settings(tmp_path):
-    space = load_space(write(tmp_path, GOOD))
-    assert space.fixed == {"arch": "tiny", "resize": [32, 56], "steps": 40, "checkpoint_interval": 10}
-    assert space.metric == "hierarchical_recall" and space.mode == "max" and space.trials == 4
-    assert space.max_t == 40  # defaults to steps
-    dists = space.optuna_space()
-    assert dists["max_lr"] == od.FloatDistribution(1e-4, 1e-2, log=True)  # "1e-4" read as str by PyYAML
-    assert dists["batch_size"] == od.IntDistribution(16, 64, step=16)
-    assert dists["optimizer"] == od.CategoricalDistribution(["adamw", "ranger"])
-    cfg = space.trial_config({"max_lr": 3e-3, "optimizer": "ranger"})
-    assert isinstance(cfg, TrainConfig) and cfg.resize == (32, 56) and cfg.optimizer == "ranger"
-
-
-def test_round_trip_and_overrides(tmp_path):
-    space = load_space(write(tmp_path, GOOD))
-    assert parse_space(space.to_yaml_dict(), source=space.source) == space
-    over = space.with_overrides(sets={"optimizer": "sgd"}, steps=30, trials=2, resources={"tpu": "host"})
-    assert "optimizer" not in over.params and over.fixed["optimizer"] == "sgd"  # --set fixes a searched field
-    assert over.steps == 30 and over.max_t == 30 and over.trials == 2
-    assert over.resources.bundle(host_tpu_chips=4) == {"CPU": 1.0, "TPU": 4.0}
-
-
-def test_fewer_steps_rescale_what_is_measured_in_steps_unless_given():
-    cutmix = load_space("cutmix")  # steps 600, checkpoint_interval 100, grace_period 100
-    short = cutmix.with_overrides(steps=40)
-    assert (short.steps, short.fixed["checkpoint_interval"], short.grace_period, short.max_t) == (
-        40,
-        7,
-        7,
-        40,
+def test_steps_and_checkpoint_interval_come_from_fixed_values_or_trainconfig_defaults():
+    assert (space().steps, space().checkpoint_interval) == (
+        FIELDS["steps"].default,
+        FIELDS["checkpoint_interval"].default,
     )
-    same = cutmix.with_overrides(sets={"steps": "40"})  # --set steps=40 means the same
-    assert same.fixed["checkpoint_interval"] == 7 and same.grace_period == 7
-    given = cutmix.with_overrides(steps=40, sets={"checkpoint_interval": 10}, grace_period=20)
-    assert (given.fixed["checkpoint_interval"], given.grace_period) == (10, 20)
+    given = space(steps="40", checkpoint_interval=10)  # as YAML or --set may give them
+    assert (given.steps, given.checkpoint_interval, given.max_t, given.grace_period) == (40, 10, 40, 5)
 
 
-def test_tuple_field_choices_become_strings_that_trainconfig_accepts(tmp_path):
-    text = GOOD.replace("resize: [32, 56]", "resize: {choice: [[32, 56], [48, 84]]}")
-    space = load_space(write(tmp_path, text))
-    assert space.params["resize"].values == ("32,56", "48,84")
-    assert space.trial_config({"resize": "48,84"}).resize == (48, 84)
+def test_yaml_round_trip():
+    s = space(arch="tiny", steps=40, checkpoint_interval=5)
+    assert parse_space(s.to_yaml_dict(), source=s.source) == s
 
 
-BAD = [
-    (
-        "space:\n  max_lrr: {uniform: [0.1, 1]}\n",
-        "unknown TrainConfig field 'max_lrr' (did you mean 'max_lr'?)",
-    ),
-    ("serch: {}\nspace: {arch: tiny}\n", "unknown section 'serch' (did you mean 'search'?)"),
-    ("search: {metrc: x}\nspace: {arch: tiny}\n", "unknown search setting 'metrc' (did you mean 'metric'?)"),
-    ("search: {metric: hierarchical_recal}\nspace: {arch: tiny}\n", "did you mean 'hierarchical_recall'?"),
-    ("space:\n  max_lr: {unifrom: [0.1, 1]}\n", "unknown distribution 'unifrom' (did you mean 'uniform'?)"),
-    ("space:\n  max_lr: {uniform: [1.0, 0.1]}\n", "inverted"),
-    ("space:\n  max_lr: {uniform: [0.1, 0.1]}\n", "is empty"),
-    ("space:\n  max_lr: {loguniform: [0, 0.1]}\n", "loguniform needs low > 0"),
-    ("space:\n  max_lr: {uniform: [a, 1]}\n", "uniform low must be a number, got 'a'"),
-    ("space:\n  max_lr: {uniform: 0.1}\n", "uniform needs [low, high]"),
-    (
-        "space:\n  batch_size: {uniform: [16, 64]}\n",
-        "uniform needs a float field, batch_size is int: use int",
-    ),
-    ("space:\n  max_lr: {int: [1, 3]}\n", "int needs an integer field"),
-    ("space:\n  optimizer: {choice: []}\n", "choice needs a non-empty list"),
-    ("space:\n  optimizer: {choice: [adamw, adamw]}\n", "lists a value twice"),
-    (
-        "space:\n  cutmix_alpha: {uniform: [0.5, 200]}\n",
-        "cutmix_alpha uniform high=200.0 is rejected by TrainConfig",
-    ),
-    (
-        "space:\n  optimizer: {choice: [adamw, adamx]}\n",
-        "optimizer choice 'adamx' is rejected by TrainConfig",
-    ),
-    ("space:\n  arch: {fixed: resnet}\n", "fixed values are rejected by TrainConfig: arch 'resnet'"),
-    ("space:\n  steps: {fixed: 10}\n  checkpoint_interval: 10\n", "grace_period 10 must be < max_t 10"),
-    (
-        "search: {scheduler: {grace_period: 5}}\nspace: {steps: 40, checkpoint_interval: 10}\n",
-        "checkpoint_interval 10 > scheduler grace_period 5",
-    ),
-    ("search: {resources: {cpu: 0}}\nspace: {arch: tiny}\n", "at least one cpu, gpu or tpu"),
-    ("search: {trials: 0}\nspace: {arch: tiny}\n", "search trials must be >= 1"),
-    (
-        "search: {points_to_evaluate: [{lr: 1}]}\nspace: {max_lr: {uniform: [0.1, 1]}}\n",
-        "'lr' is not a searched",
-    ),
-    (
-        "search: {points_to_evaluate: [{max_lr: 5}]}\nspace: {max_lr: {uniform: [0.1, 1]}}\n",
-        "outside [0.1, 1.0]",
-    ),
-    ("space: {}\n", "'space' is empty"),
-    ("- a\n- b\n", "must be a mapping"),
-    ("space: {arch: [tiny\n", "is not valid YAML"),
-]
-
-
-@pytest.mark.parametrize(("text", "message"), BAD, ids=[m[:40] for _, m in BAD])
-def test_bad_space_is_one_clear_error(tmp_path, text, message):
-    with pytest.raises(UserError) as err:
-        load_space(write(tmp_path, text))
-    line = str(err.value)
-    assert message in line and "\n" not in line and "space.yaml" in line
-
-
-def test_unknown_space_name_lists_the_shipped_ones():
-    with pytest.raises(UserError, match="shipped spaces: cutmix.yaml, mixup.yaml, optimizer.yaml"):
-        load_space("cutmx")
+def test_search_metrics_are_the_loops_scores_with_their_direction():
+    assert METRICS["hierarchical_recall"] == "max" and METRICS["valid_loss"] == "min"
+    assert set(METRICS) < set(REPORTED_METRICS) and "step" not in METRICS and "lr" not in METRICS

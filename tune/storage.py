@@ -1,0 +1,71 @@
+"""Where an experiment lives (a local dir, NFS or a pyarrow filesystem URI such as gs://) and its spec file.
+
+The driver saves the resolved space as `tune_search.yaml` in the experiment dir, so `--resume` needs no
+space file and resumes exactly the search that was started.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+from tpu_grapheme.data import paths
+from tpu_grapheme.errors import UserError
+from tune.space import SearchSpace
+from tune.space_yaml import parse_space
+
+SPEC_FILE = "tune_search.yaml"  # the resolved space, saved so that --resume needs no space file
+DEFAULT_STORAGE = os.path.join("runs", "tune")
+
+
+def experiment_path(storage: str, name: str) -> str:
+    return paths.join(storage, name)
+
+
+def _fs(path: str) -> tuple[Any, str]:
+    import pyarrow.fs
+
+    if paths.is_uri(path):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
+
+
+def write_text(path: str, text: str) -> None:
+    fs, p = _fs(path)
+    fs.create_dir(os.path.dirname(p), recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(text.encode())
+
+
+def read_text(path: str) -> str | None:
+    """The file's text, or None if it does not exist."""
+    import pyarrow.fs
+
+    fs, p = _fs(path)
+    if fs.get_file_info(p).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def spec_exists(exp: str) -> bool:
+    return read_text(f"{exp}/{SPEC_FILE}") is not None
+
+
+def save_spec(exp: str, space: SearchSpace, *, name: str, max_failures: int) -> None:
+    data = {"name": name, "source": space.source, "max_failures": max_failures, **space.to_yaml_dict()}
+    write_text(f"{exp}/{SPEC_FILE}", yaml.safe_dump(data, sort_keys=False))
+
+
+def load_spec(exp: str) -> tuple[SearchSpace, int]:
+    """The space and `--max-failures` an experiment was started with."""
+    text = read_text(f"{exp}/{SPEC_FILE}")
+    if text is None:
+        raise UserError(f"nothing to resume: {exp} holds no {SPEC_FILE} (check --storage and --name)")
+    data = yaml.safe_load(text)
+    source = data.pop("source", SPEC_FILE)
+    max_failures = int(data.pop("max_failures", 0))
+    data.pop("name", None)
+    return parse_space(data, source=source), max_failures

@@ -1,0 +1,130 @@
+"""Assemble the Ray Tune `Tuner` of a search: trainable with its resources, Optuna searcher, ASHA, reporter.
+
+Also `AshaRungState`, which keeps ASHA's rung records across `--resume` (Ray does not save them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler
+
+from tpu_grapheme.errors import UserError
+from tune.space import SearchSpace
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"  # `results.summarize` reads the trial id back from this name
+
+
+def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float]) -> Any:
+    """`train_trial` with the fixed values bound, asking for one `bundle` of resources per trial."""
+    import ray.tune
+
+    from tune.trainable import train_trial
+
+    fn = ray.tune.with_parameters(train_trial, fixed=dict(fixed))
+    return ray.tune.with_resources(fn, ray.tune.PlacementGroupFactory([dict(bundle)]))
+
+
+def build_searcher(space: SearchSpace) -> Any:
+    from ray.tune.search.optuna import OptunaSearch
+
+    common = {
+        "space": space.optuna_space(),
+        "metric": space.metric,
+        "mode": space.mode,
+        "points_to_evaluate": [dict(p) for p in space.points_to_evaluate] or None,
+    }
+    if space.sampler == "random":
+        import optuna
+
+        return OptunaSearch(sampler=optuna.samplers.RandomSampler(seed=space.seed), **common)
+    return OptunaSearch(seed=space.seed, **common)
+
+
+class AshaRungState(Callback):
+    """Checkpoints ASHA's rung records with the experiment: Ray saves the searcher's state and the
+    callbacks' state, but not the scheduler's, so without this a `--resume`d search would compare
+    resumed trials against empty rungs and stop none of them.
+
+    Holds the scheduler itself; `Tuner.restore` unpickles both from one pickle, so they stay linked.
+    """
+
+    def __init__(self, scheduler: ASHAScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any]:
+        return {"rungs": [[[m, dict(rec)] for m, rec in b._rungs] for b in self.scheduler._brackets]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for bracket, saved in zip(self.scheduler._brackets, state.get("rungs", []), strict=False):
+            for (_, recorded), (_, saved_recorded) in zip(bracket._rungs, saved, strict=False):
+                recorded.update(saved_recorded)
+
+
+def build_scheduler(space: SearchSpace) -> ASHAScheduler | None:
+    """ASHA on `step` (the trials' time axis), or None for FIFO."""
+    if space.scheduler.name != "asha":
+        return None
+    return ASHAScheduler(
+        time_attr="step",
+        max_t=space.max_t,
+        grace_period=space.grace_period,
+        reduction_factor=space.scheduler.reduction_factor,
+    )
+
+
+def build_reporter(space: SearchSpace) -> Any:
+    import ray.tune
+
+    metrics = {
+        "step": "step",
+        space.metric: space.metric,
+        "valid_loss": "valid_loss",
+        "images_per_sec": "img/s",
+    }
+    return ray.tune.CLIReporter(
+        metric_columns=metrics,
+        parameter_columns=list(space.params),
+        sort_by_metric=True,  # metric and mode come from TuneConfig
+        max_report_frequency=30,
+    )
+
+
+def build_tuner(space: SearchSpace, trainable: Any, *, storage: str, name: str, max_failures: int) -> Any:
+    """A new experiment `storage/name` (a resumed one comes from `Tuner.restore` instead)."""
+    import ray.tune
+
+    scheduler = build_scheduler(space)
+    tune_config = ray.tune.TuneConfig(
+        metric=space.metric,
+        mode=space.mode,
+        search_alg=build_searcher(space),
+        scheduler=scheduler,
+        num_samples=space.trials,
+        max_concurrent_trials=space.max_concurrent,
+        reuse_actors=False,  # a fresh process per trial: it frees the TPU host / GPU memory when it ends
+        trial_dirname_creator=_trial_dirname,
+    )
+    run_config = ray.tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        failure_config=ray.tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),
+        progress_reporter=build_reporter(space),
+        callbacks=[AshaRungState(scheduler)] if scheduler else None,
+        verbose=1,
+    )
+    return ray.tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def restore_tuner(exp: str, trainable: Any) -> Any:
+    """The interrupted experiment at `exp`, its errored trials retried from their last checkpoint."""
+    import ray.tune
+
+    if not ray.tune.Tuner.can_restore(exp):
+        raise UserError(f"{exp} holds no restorable Ray Tune state (the first run ended before it began?)")
+    return ray.tune.Tuner.restore(exp, trainable=trainable, resume_errored=True)
