@@ -12,6 +12,7 @@ import pytest
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.loop import EvalResult, run_training
+from tpu_grapheme.metric_names import REPORTED_METRICS
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,7 @@ def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
         "lr",
     ):
         assert np.isfinite(seen[-1].metrics[key]), key
+    assert set(seen[-1].metrics) == set(REPORTED_METRICS)  # what the search validates metrics against
     assert os.path.exists(os.path.join(seen[-1].checkpoint_dir, "checkpoint"))
     assert result.metrics["valid_images"] == 24  # 20 % of 120: every validation image counted once
     assert lines[-1].startswith("hierarchical_recall=")

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
+from tpu_grapheme.run_dir import RunDir
 from tune.space import trial_config
 
 
@@ -22,7 +23,7 @@ def restore_checkpoint(checkpoint: Any, run_dir: str) -> str | None:
     """Replace `run_dir/checkpoints` with the contents of a Ray checkpoint (None: nothing to restore)."""
     if checkpoint is None:
         return None
-    dest = os.path.join(run_dir, "checkpoints")
+    dest = RunDir(run_dir).checkpoints
     shutil.rmtree(dest, ignore_errors=True)  # a crash may have left newer, unreported files behind
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     checkpoint.to_directory(dest)
