@@ -253,7 +253,9 @@ class Bench:
             keras.mixed_precision.set_global_policy("float32")
         return model, opt
 
-    def train_step(self, *, k=1, augment=False, jit=None, precision="float32", optimizer=None) -> TrainStep:
+    def train_step(
+        self, *, k=1, augment=False, jit=None, jit_augment=False, precision="float32", optimizer=None
+    ) -> TrainStep:
         model, opt = self.model_and_optimizer(precision=precision, optimizer=optimizer)
         return TrainStep(
             strategy=self.strategy,
@@ -265,6 +267,7 @@ class Bench:
                 seed=self.cfg.seed,
                 jit_compile=self.auto_jit if jit is None else jit,
                 dynamic_loss_scale=precision == "float16",
+                jit_augment=jit_augment,
                 **(MIX if augment else {}),
             ),
         )
@@ -454,6 +457,15 @@ def main_group(b: Bench, args) -> dict[str, Runner]:
             b.fit("fit_spe_jit", jit=True, spe=b.n, windows=windows, label=f"model.fit, spe {b.n}, jit on")
         )
     rs.append(b.custom("aug_on", augment=True, label="custom loop + MixUp/CutMix in the step"))
+    if not b.auto_jit:  # the kernels can be compiled on their own only when the step is not
+        rs.append(
+            b.custom(
+                "aug_jit_kernels",
+                augment=True,
+                jit_augment=True,
+                label="custom loop + MixUp/CutMix, kernels XLA-compiled alone",
+            )
+        )
     rs.append(b.seed_host_aug())
     rs.append(b.helper_bot())
     for k in (2, 4):
@@ -569,6 +581,7 @@ def ratios(rs: dict[str, Runner], accum: dict) -> dict:
         "custom_vs_fit_tuned": paired(best_custom, best_fit),
         "splN_vs_spl1": paired(c, rs["custom_spl1"]),
         "aug_overhead": paired(rs["aug_on"], c, lambda on, off: off / on - 1.0),
+        "aug_jit_vs_nojit": paired(rs["aug_jit_kernels"], rs["aug_on"]) if "aug_jit_kernels" in rs else None,
         "stall_share": paired(
             c, rs["cached_step"], lambda real, cached: min(1.0, max(0.0, 1.0 - real / cached))
         ),

@@ -173,3 +173,66 @@ def test_only_cutmix_enabled_never_mixes_up():
         out, targets = mix_batch(images, labels, _seed(i), mixup_alpha=-1, cutmix_alpha=1.0)
         assert _kind(out, targets) in ("cutmix", "none")
         assert np.allclose(out.numpy(), np.round(out.numpy()))
+
+
+# --- lambda folding (the seed: lam = max(lam, 1 - lam) for both kernels) --------------------------
+SEED_H, SEED_W, DISTINCT_B = 192, 330, 16  # the seed's --resize; roots of the 16 samples all differ
+
+
+def _own_label_weights(kernel: str, fold_lambda: bool, seeds: int = 60) -> np.ndarray:
+    """Weight of each sample's own root label in its target, at 192x330 with alpha 1 (the definition:
+    target_i[root_i], labels all distinct so the partner never adds to it), checked against the pixels."""
+    ids = np.arange(1, DISTINCT_B + 1, dtype=np.float32)
+    images = tf.constant(np.broadcast_to(ids[:, None, None, None], (DISTINCT_B, SEED_H, SEED_W, 1)).copy())
+    roots = np.arange(DISTINCT_B) * 10  # distinct root classes
+    labels = tf.constant(np.stack([roots, roots % 11, roots % 7], axis=1), tf.int32)
+    alphas = (
+        {"mixup_alpha": 1.0, "cutmix_alpha": -1.0}
+        if kernel == "mixup"
+        else {
+            "mixup_alpha": -1.0,
+            "cutmix_alpha": 1.0,
+        }
+    )
+    fn = tf.function(
+        lambda s: mix_batch(images, labels, s, fold_lambda=fold_lambda, **alphas), jit_compile=True
+    )
+    weights = []
+    for i in range(seeds):
+        out, targets = fn(tf.constant([i, 31], tf.int64))
+        t = targets[0].numpy()
+        own = t[np.arange(DISTINCT_B), roots]
+        moved = own < 1 - 1e-6  # samples whose partner is another sample (not itself)
+        assert np.allclose(t.sum(1), 1.0, atol=1e-5)
+        if kernel == "cutmix":  # the weight is the share of the sample's own pixels
+            kept = (out.numpy()[..., 0] == ids[:, None, None]).mean(axis=(1, 2))
+            np.testing.assert_allclose(own[moved], kept[moved], atol=1e-6)
+        weights.append(own[moved])
+    return np.concatenate(weights)
+
+
+@pytest.mark.parametrize("kernel", ["mixup", "cutmix"])
+def test_folded_lambda_keeps_own_label_weight_at_least_half(kernel):
+    own = _own_label_weights(kernel, fold_lambda=True)
+    assert own.size > 500
+    assert own.min() >= 0.5, (kernel, own.min())
+
+
+@pytest.mark.parametrize("kernel", ["mixup", "cutmix"])
+def test_unfolded_lambda_is_the_papers_rule(kernel):
+    own = _own_label_weights(kernel, fold_lambda=False)
+    # Beta(1, 1) is uniform: about half (MixUp) or ~18 % (CutMix, clipping raises the kept share) < 0.5.
+    share = np.mean(own < 0.5)
+    assert (0.35 < share < 0.65) if kernel == "mixup" else (0.1 < share < 0.3), share
+    assert own.min() < 0.2
+
+
+def test_cutmix_box_never_covers_more_than_one_minus_lambda():
+    """Unclipped and clipped alike: box area <= (1 - lam) H W, in exact arithmetic, right above 0.5 too."""
+    lam = tf.constant(np.concatenate([np.linspace(0.5, 0.52, 2000), np.linspace(0.5, 1.0, 2000)]), tf.float32)
+    y1, y2, x1, x2 = box_bounds(SEED_H, SEED_W, lam, _seed(12))
+    area = (y2.numpy() - y1.numpy()).astype(np.int64) * (x2.numpy() - x1.numpy())
+    bound = (1.0 - lam.numpy().astype(np.float64)) * SEED_H * SEED_W
+    assert (area <= bound).all(), (area - bound).max()
+    # Not trivially small: the unclipped boxes of lam ~0.5 cover nearly half of the image.
+    assert area.max() > 0.49 * SEED_H * SEED_W

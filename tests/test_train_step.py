@@ -202,3 +202,104 @@ def test_overflow_at_the_loss_scale_floor_is_counted():
     assert float(out["applied_steps"]) == 0.0 and np.isnan(float(out["loss"]))
     assert float(step.loss_scale.numpy()) == 1.0
     assert int(step.floor_skips.numpy()) == 2  # 2 -> 1 (not yet at the floor), then 1 -> 1 twice
+
+
+# --- MixUp/CutMix in the step: lambda folding, kernels XLA-compiled on their own --------------------
+def _distinct_roots(n: int = 16) -> tuple[tf.Tensor, tf.Tensor, np.ndarray]:
+    images = np.random.default_rng(11).normal(size=(n, *SHAPE)).astype(np.float32)
+    roots = np.arange(n) * 10  # all distinct: a partner never adds weight to the own root label
+    labels = np.stack([roots, roots % 11, roots % 7], axis=1).astype(np.int32)
+    return tf.constant(images), tf.constant(labels), roots
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_fold_lambda_flows_from_train_config_to_the_kernels(fold):
+    from tpu_grapheme.config import TrainConfig
+
+    cfg = TrainConfig(batch_size=16, mixup_alpha=1.0, cutmix_alpha=1.0, fold_lambda=fold, seed=5)
+    step_cfg = StepConfig.from_train_config(cfg, jit_compile=False, dynamic_loss_scale=False)
+    assert step_cfg.fold_lambda is fold
+    _, step = _make(tf.distribute.get_strategy(), step_cfg)
+    images, labels, roots = _distinct_roots()
+    own = np.concatenate(
+        [
+            step._augment(images, labels, tf.constant([i, 1], tf.int64))[1][0].numpy()[np.arange(16), roots]
+            for i in range(30)
+        ]
+    )
+    # The seed's rule: each sample's own label weighs >= 0.5; the papers' rule goes well below.
+    assert (own.min() >= 0.5) if fold else (own.min() < 0.3), own.min()
+
+
+def _xla_calls(step: TrainStep, it) -> list[str]:
+    """Names of the functions the traced train loop calls with `_XlaMustCompile` (at any depth)."""
+    graph = step.train_loop.get_concrete_function(it, tf.constant(1)).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return [n.attr["f"].func.name for n in nodes if n.attr["_XlaMustCompile"].b]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_kernels_are_xla_compiled_on_their_own_only_when_the_step_is_not(k):
+    images, labels = _data(32 * k, seed=12)
+    strategy = tf.distribute.get_strategy()
+    mix = {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "seed": 3, "grad_accum": k}
+    calls = {}
+    for name, extra in {
+        "separate": {"jit_augment": True},
+        "off": {},  # the default
+        "whole": {"jit_compile": True, "jit_augment": True},
+    }.items():
+        _, step = _make(strategy, StepConfig(per_replica_batch=16, **mix, **extra))
+        it = _iterator(strategy, images, labels, 16, k=k)
+        calls[name] = _xla_calls(step, it)
+        out = step.train_loop(it, tf.constant(2))
+        assert np.isfinite(float(out["loss"])) and int(step.step.numpy()) == 2
+    assert len(calls["separate"]) == 1 and "_mix" in calls["separate"][0]
+    assert calls["off"] == []
+    assert len(calls["whole"]) == 1 and "_mix" not in calls["whole"][0]  # one scope: the compute
+
+
+AUG_REPLICAS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[1])
+    from tests.test_train_step import _data, _iterator, _make, _xla_calls
+    from tpu_grapheme.train_step import StepConfig
+    images, labels = _data(64, seed=13)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    out = {}
+    for jit in (False, True):
+        cfg = StepConfig(per_replica_batch=8, grad_accum=2, mixup_alpha=0.4, cutmix_alpha=1.0, seed=4,
+                         jit_compile=jit, jit_augment=True)
+        model, step = _make(strategy, cfg)
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        it = _iterator(strategy, images, labels, 8, k=2)
+        calls = _xla_calls(step, it)
+        loss = float(step.train_loop(it, tf.constant(3))["loss"])
+        moved = any(not np.allclose(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+        # The two replicas draw different mixes from their seeds, through the compiled kernel.
+        per_replica = strategy.run(lambda: step._augment(
+            tf.constant(images[:8]), tf.constant(labels[:8]), step._seed(tf.constant(0, tf.int64)))[0])
+        a, b = (t.numpy() for t in strategy.experimental_local_results(per_replica))
+        out[str(jit)] = {"calls": calls, "loss": loss, "moved": moved, "differ": bool(np.abs(a - b).max() > 0)}
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def test_separately_compiled_kernels_on_two_replicas_with_accumulation(tmp_path):
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    script = tmp_path / "aug_replicas.py"
+    script.write_text(AUG_REPLICAS_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), root], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    for jit, r in out.items():
+        assert np.isfinite(r["loss"]) and r["moved"] and r["differ"], (jit, r)
+        # One compiled call per replica: the kernels (jit off for the model), else the whole compute.
+        assert len(r["calls"]) == 2, (jit, r["calls"])
+        assert all(("_mix" in c) == (jit == "False") for c in r["calls"]), (jit, r["calls"])

@@ -9,10 +9,13 @@ the distributed iterator, so the host is out of the loop on TPU. Per optimizer s
 
 The per-replica compute (augment, forward, backward, accumulate) is one function that can be
 XLA-compiled (`jit_compile`); the apply runs outside it, because the cross-replica merge inside
-`apply_gradients` does not compile under MirroredStrategy (FINDINGS.md). With float16 the loss is
-scaled; every replica's local gradients are checked for inf/NaN and one scalar all-reduce makes the
-verdict common, so either all replicas apply or all skip (Keras 3's LossScaleOptimizer checks only
-the first replica's local gradients). k=1 without loss scaling is the plain path: nothing extra.
+`apply_gradients` does not compile under MirroredStrategy (FINDINGS.md). When it is not compiled
+(the CPU default), `jit_augment` compiles MixUp/CutMix on their own; off by default, since on this
+CPU it showed no consistent gain (step 0.86-1.06x in 6 of 7 runs; benchmarks/README.md). With
+float16 the loss is scaled; every replica's local gradients are checked for inf/NaN and one scalar
+all-reduce makes the verdict common, so either all replicas apply or all skip (Keras 3's
+LossScaleOptimizer checks only the first replica's local gradients). k=1 without loss scaling is
+the plain path: nothing extra.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ class StepConfig:
     mix_prob: float = 1.0
     cutmix_share: float = 0.5
     label_smoothing: float = 0.0
+    fold_lambda: bool = True
     seed: int = 0
     jit_compile: bool = False
+    jit_augment: bool = False  # XLA for MixUp/CutMix alone when jit_compile is off (see __init__)
     dynamic_loss_scale: bool = False
     initial_loss_scale: float = 2.0**15
     loss_scale_growth: int = 2000
@@ -60,6 +65,7 @@ class StepConfig:
             mix_prob=cfg.mix_prob,
             cutmix_share=cfg.cutmix_share,
             label_smoothing=cfg.label_smoothing,
+            fold_lambda=cfg.fold_lambda,
             seed=cfg.seed,
             jit_compile=jit_compile,
             dynamic_loss_scale=dynamic_loss_scale,
@@ -109,6 +115,15 @@ class TrainStep:
         # cache has been seen to mix up the augmentation kernels' nested functions).
         compute = tf.autograph.experimental.do_not_convert(self._accumulate_grads)
         self._compute = tf.function(compute, jit_compile=True) if config.jit_compile else compute
+        # jit_augment: MixUp/CutMix as an XLA kernel of their own when the per-replica compute is not
+        # compiled (the CPU default, where XLA slows the model). Inside a compiled compute they belong
+        # to its cluster already, so no nested jit scope there. Off by default: on 2 CPU cores XLA's
+        # fixed launch cost outweighs fusing the kernels' small ops at training sizes (step 0.86-1.06x,
+        # benchmarks/README.md `aug_jit_vs_nojit`). Compiled kernels draw the same random numbers as
+        # the fully compiled step (XLA's RNG differs from TF's), so with it a CPU run mixes like a TPU's.
+        mix = tf.autograph.experimental.do_not_convert(self._mix)
+        separate = config.augments and config.jit_augment and not config.jit_compile
+        self._augment = tf.function(mix, jit_compile=True, autograph=False) if separate else mix
         self.train_loop = tf.function(self._train_loop)
 
     # --- state ---------------------------------------------------------------------------------
@@ -128,19 +143,25 @@ class TrainStep:
         counter = (self.step * self.config.grad_accum + micro) * self.replicas + replica
         return tf.stack([tf.constant(self.config.seed, tf.int64), counter])
 
+    def _mix(self, images, labels, seed):
+        """MixUp/CutMix with the config's settings: (images, soft targets)."""
+        c = self.config
+        return augment.mix_batch(
+            images,
+            labels,
+            seed,
+            mixup_alpha=c.mixup_alpha,
+            cutmix_alpha=c.cutmix_alpha,
+            mix_prob=c.mix_prob,
+            cutmix_share=c.cutmix_share,
+            label_smoothing=c.label_smoothing,
+            fold_lambda=c.fold_lambda,
+        )
+
     def _micro_grads(self, images, labels, seed):
         c = self.config
         if c.augments:
-            images, targets = augment.mix_batch(
-                images,
-                labels,
-                seed,
-                mixup_alpha=c.mixup_alpha,
-                cutmix_alpha=c.cutmix_alpha,
-                mix_prob=c.mix_prob,
-                cutmix_share=c.cutmix_share,
-                label_smoothing=c.label_smoothing,
-            )
+            images, targets = self._augment(images, labels, seed)
         else:
             targets = augment.one_hot_targets(
                 labels, num_classes=NUM_CLASSES, label_smoothing=c.label_smoothing

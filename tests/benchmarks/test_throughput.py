@@ -25,6 +25,7 @@ MAIN_RUNNERS = (
     "fit_default",
     "fit_spe",
     "aug_on",
+    "aug_jit_kernels",  # CPU only: the step is not compiled, so the kernels can be on their own
     "seed_host_aug",
     "helper_bot_loop",
     "accum_k2",
@@ -35,6 +36,7 @@ RATIOS = (
     "custom_vs_fit_tuned",
     "splN_vs_spl1",
     "aug_overhead",
+    "aug_jit_vs_nojit",
     "stall_share",
     "stall_share_nocache",
     "cache_gain",
