@@ -51,6 +51,11 @@ class TrainConfig:
     cache_mb: int = _f(
         4096, "keep decoded, resized training images (uint8) in memory when they fit in this many MB; 0: off"
     )
+    skip_corrupt: bool = _f(
+        False,
+        "go on past corrupt TFRecord records (a shard is read up to its first bad record), counting the "
+        "records lost in the log and history.json; off: stop with a checkpoint and name the shard",
+    )
     # --- model ------------------------------------------------------------------------------
     arch: str = _f("small", f"backbone: {', '.join(ARCHS[:4])}, ..., b7, b0g..b7g (SE-gated heads)")
     dropout: float = _f(0.2, "dropout before the three heads (the seed used 0.5 for EfficientNet)")
@@ -92,11 +97,22 @@ class TrainConfig:
     loss_scale: float = _f(2.0**15, "initial dynamic loss scale (float16 only)")
     loss_scale_growth: int = _f(2000, "finite steps before the loss scale doubles (float16 only)")
     jit_compile: str = _f("auto", "XLA for the model step: auto (on for TPU/GPU, off on CPU), on, off")
+    jit_augment: bool = _f(
+        False,
+        "XLA-compile MixUp/CutMix on their own when the step is not compiled (measured 0.86-1.06x the "
+        "step's speed on a 2-core CPU, so off; a compiled step includes them anyway)",
+    )
     steps_per_loop: int = _f(50, "optimizer steps per tf.function call (host loop)")
     strategy: str = _f("auto", f"{', '.join(STRATEGIES)}; cpu splits the CPU into --cpu-replicas")
     cpu_replicas: int = _f(1, "logical CPU devices for --strategy cpu (tests a TPU's replica path)")
     tpu: str = _f("", "TPU name or 'local' for a TPU VM (default: $TPU_NAME or local)")
     seed: int = _f(42, "seed for weights, data order and augmentation")
+    deterministic: bool = _f(
+        False,
+        "same command, same weights (bit-identical on one machine): TensorFlow op determinism and a "
+        "fixed-order input pipeline; costs throughput (see benchmarks/determinism.py), and ops with no "
+        "deterministic kernel raise",
+    )
     # --- loop, logging, output --------------------------------------------------------------
     checkpoint_interval: int = _f(250, "steps between evaluation + checkpoint")
     log_interval: int = _f(50, "steps between progress lines")

@@ -68,6 +68,7 @@ class StepConfig:
             fold_lambda=cfg.fold_lambda,
             seed=cfg.seed,
             jit_compile=jit_compile,
+            jit_augment=cfg.jit_augment,
             dynamic_loss_scale=dynamic_loss_scale,
             initial_loss_scale=cfg.loss_scale,
             loss_scale_growth=cfg.loss_scale_growth,
