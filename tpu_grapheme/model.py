@@ -8,8 +8,10 @@ EfficientNet and grayscale: Keras 3's `EfficientNetB{n}` starts with `Rescaling(
 (unadapted, for weights=None) `Normalization`. Our pipeline already normalises, so we keep only the
 graph from `stem_conv_pad` onward and feed it the 1-channel input directly: no rescaling, no channel
 tiling (the stem conv has one input channel, so no compute is spent on three identical channels).
-ImageNet weights (a local file, never a download) are loaded into a 3-channel copy and the stem kernel
-is folded by summing over its input channels, which is exact for an input tiled to three channels.
+Pretrained weights (`weights=`, a local or gs:// file, never a download: Keras-applications or
+`efficientnet`-package EfficientNet weights, or a `.keras` model of ours) are loaded by
+`tpu_grapheme.weights`, which folds the stem kernel by summing over its input channels (exact for an
+input tiled to three channels).
 
 Randomness: every Dropout (the head's and EfficientNet's stochastic-depth drops) becomes a
 `ReplicaDropout` seeded from (`seed`, layer name): reproducible from `seed`, a different mask on
@@ -20,7 +22,6 @@ optimizer step, so each update uses momentum**(1/k) and they decay by `momentum`
 
 from __future__ import annotations
 
-import os
 import re
 import zlib
 
@@ -30,6 +31,7 @@ from keras import layers
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.replica_random import ReplicaDropout
+from tpu_grapheme.weights import load_weights, require_file
 
 _EFFNET = re.compile(r"^b([0-7])(g?)$")
 # `small` trains for ~1-2k steps on a CPU: Keras' default 0.99 leaves the moving statistics far from
@@ -88,8 +90,8 @@ def build_model(
         raise UserError(f"input_shape must be (H, W, 1), got {input_shape}")
     if weights and not _EFFNET.match(arch):
         raise UserError("weights are for the EfficientNet archs (b0..b7, b0g..b7g) only")
-    if weights and not os.path.isfile(weights):
-        raise UserError(f"weights file not found: {weights} (a local file; nothing is downloaded)")
+    if weights:
+        require_file(weights)
     seeds = _Seeds(seed)
     inputs = keras.Input(shape=input_shape, name="image")
     gated = False
@@ -103,7 +105,6 @@ def build_model(
         backbone = _efficientnet(
             int(m.group(1)),
             input_shape,
-            weights=weights,
             seed=seed,
             bn_updates_per_step=int(bn_updates_per_step),
         )
@@ -112,7 +113,10 @@ def build_model(
     else:
         raise UserError(f"unknown arch {arch!r}: tiny, small, b0..b7, b0g..b7g")
     outputs = _heads(features, dropout=dropout, gated=gated, seeds=seeds, seed=seed)
-    return keras.Model(inputs, outputs, name=f"grapheme_{arch}")
+    model = keras.Model(inputs, outputs, name=f"grapheme_{arch}")
+    if weights:
+        load_weights(model, weights)
+    return model
 
 
 def _heads(features, *, dropout: float, gated: bool, seeds: _Seeds, seed: int) -> list:
@@ -210,7 +214,7 @@ def _small(x, seeds: _Seeds, *, bn_updates_per_step: int):
 
 
 def _efficientnet(
-    n: int, input_shape: tuple[int, int, int], *, weights: str, seed: int, bn_updates_per_step: int
+    n: int, input_shape: tuple[int, int, int], *, seed: int, bn_updates_per_step: int
 ) -> keras.Model:
     """Keras EfficientNetB{n} from its stem conv on (no rescaling/normalisation), 1 input channel.
 
@@ -225,8 +229,6 @@ def _efficientnet(
         clone_function=lambda layer: _adapted_copy(layer, seed=seed, bn_updates_per_step=bn_updates_per_step),
     )
     _reseed(backbone, seed)
-    if weights:
-        _load_imagenet(backbone, ctor, input_shape, weights)
     return backbone
 
 
@@ -245,24 +247,6 @@ def _reseed(model: keras.Model, seed: int) -> None:
                 continue
             config["config"]["seed"] = _name_seed(layer.name, seed)
             var.assign(keras.initializers.deserialize(config)(var.shape, var.dtype))
-
-
-def _load_imagenet(backbone: keras.Model, ctor, input_shape: tuple[int, int, int], path: str) -> None:
-    """Load a 3-channel weights file into a 3-channel copy, then copy it over, folding the stem kernel."""
-    rgb = ctor(include_top=False, weights=None, input_shape=(*input_shape[:2], 3))
-    try:
-        rgb.load_weights(path)
-    except FileNotFoundError:
-        raise UserError(f"weights file not found: {path}") from None
-    except (ValueError, OSError, KeyError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"cannot load {path} into {rgb.name} (include_top=False): {first}") from None
-    for layer in backbone.layers:
-        values = [w.numpy() for w in rgb.get_layer(layer.name).weights] if layer.weights else []
-        if layer.name == "stem_conv":
-            values = [values[0].sum(axis=2, keepdims=True)]
-        if values:
-            layer.set_weights(values)
 
 
 def model_flops(model: keras.Model) -> int:
