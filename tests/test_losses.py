@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tpu_grapheme.losses import head_losses, soft_cross_entropy, weighted_loss
+from tpu_grapheme.losses import head_losses, soft_cross_entropy, weighted_sum
 
 
 def _heads(rng, batch, classes=(168, 11, 7)):
@@ -29,10 +29,10 @@ def test_soft_cross_entropy_is_stable_for_huge_logits_and_float32():
     np.testing.assert_allclose(ce.numpy(), [2e4], rtol=1e-2)
 
 
-def test_weighted_loss_is_weighted_sum_over_global_batch():
+def test_weighted_sum_over_global_batch():
     rng = np.random.default_rng(1)
     targets, logits = _heads(rng, 8)
-    got = weighted_loss(targets, logits, head_weights=(2, 1, 1), global_batch_size=8)
+    got = weighted_sum(head_losses(targets, logits, global_batch_size=8), (2, 1, 1))
     means = [soft_cross_entropy(t, z).numpy().mean() for t, z in zip(targets, logits, strict=True)]
     np.testing.assert_allclose(got.numpy(), 2 * means[0] + means[1] + means[2], rtol=1e-6)
     parts = head_losses(targets, logits, global_batch_size=8)
@@ -42,20 +42,20 @@ def test_weighted_loss_is_weighted_sum_over_global_batch():
 def test_per_replica_losses_sum_to_the_global_mean():
     rng = np.random.default_rng(2)
     targets, logits = _heads(rng, 8)
-    full = weighted_loss(targets, logits, head_weights=(2, 1, 1), global_batch_size=8)
+    full = weighted_sum(head_losses(targets, logits, global_batch_size=8), (2, 1, 1))
     halves = [
-        weighted_loss(
-            [t[s] for t in targets], [z[s] for z in logits], head_weights=(2, 1, 1), global_batch_size=8
+        weighted_sum(
+            head_losses([t[s] for t in targets], [z[s] for z in logits], global_batch_size=8), (2, 1, 1)
         )
         for s in (slice(0, 4), slice(4, 8))
     ]
     np.testing.assert_allclose((halves[0] + halves[1]).numpy(), full.numpy(), rtol=1e-6)
 
 
-def test_weighted_loss_rejects_head_count_mismatch():
+def test_weighted_sum_rejects_head_count_mismatch():
     rng = np.random.default_rng(3)
     targets, logits = _heads(rng, 2)
     with pytest.raises(ValueError):
-        weighted_loss(targets, logits, head_weights=(1, 1), global_batch_size=2)
+        weighted_sum(head_losses(targets, logits, global_batch_size=2), (1, 1))
     with pytest.raises(ValueError):
-        weighted_loss(targets[:2], logits, head_weights=(2, 1, 1), global_batch_size=2)
+        head_losses(targets[:2], logits, global_batch_size=2)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from tpu_grapheme import distribute, metrics
+from tpu_grapheme import distribute, losses, metrics
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 
 
@@ -55,7 +55,7 @@ class Evaluator:
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe[:, h], logits=tf.cast(z, tf.float32))
             for h, z in enumerate(logits)
         ]
-        weighted = tf.add_n([w * c for w, c in zip(self.head_weights, ce, strict=True)])
+        weighted = losses.weighted_sum(ce, self.head_weights)
         self._loss.assign_add(tf.stack([tf.reduce_sum(weighted * valid), tf.reduce_sum(valid)]))
 
     def _loop(self, iterator, num_batches):

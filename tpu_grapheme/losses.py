@@ -25,15 +25,8 @@ def head_losses(
     )
 
 
-def weighted_loss(
-    targets: Sequence[tf.Tensor],
-    logits: Sequence[tf.Tensor],
-    *,
-    head_weights: Sequence[float],
-    global_batch_size: int,
-) -> tf.Tensor:
-    """sum_h w_h * sum_batch CE_h / global_batch_size: the per-replica values sum to the global mean."""
-    parts = head_losses(targets, logits, global_batch_size=global_batch_size)
+def weighted_sum(parts: Sequence[tf.Tensor], head_weights: Sequence[float]) -> tf.Tensor:
+    """sum_h w_h * part_h: the weighted total of per-head losses (the step's and `valid_loss`'s)."""
     if len(head_weights) != len(parts):
         raise ValueError(f"{len(head_weights)} head weights for {len(parts)} heads")
     return tf.add_n([float(w) * p for w, p in zip(head_weights, parts, strict=True)])

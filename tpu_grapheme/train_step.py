@@ -171,7 +171,7 @@ class TrainStep:
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             parts = losses.head_losses(targets, logits, global_batch_size=self.global_batch)
-            loss = tf.add_n([float(w) * p for w, p in zip(c.head_weights, parts, strict=True)])
+            loss = losses.weighted_sum(parts, c.head_weights)
             scaled = loss * self.loss_scale if c.dynamic_loss_scale else loss
         grads = tape.gradient(scaled, variables)
         stats = tf.stack([loss, *parts])
