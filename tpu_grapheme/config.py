@@ -25,7 +25,7 @@ SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 JIT_MODES = ("auto", "on", "off")
 WEIGHT_DECAY_RULES = ("tfa", "keras")
-STRATEGIES = ("auto", "tpu", "mirrored", "one", "cpu")
+STRATEGIES = ("auto", "tpu", "mirrored", "one", "cpu", "multiworker")
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -59,7 +59,11 @@ class TrainConfig:
     # --- model ------------------------------------------------------------------------------
     arch: str = _f("small", f"backbone: {', '.join(ARCHS[:4])}, ..., b7, b0g..b7g (SE-gated heads)")
     dropout: float = _f(0.2, "dropout before the three heads (the seed used 0.5 for EfficientNet)")
-    weights: str = _f("", "local weights file for the backbone (.weights.h5); no downloads")
+    weights: str = _f(
+        "",
+        "backbone weights (local or gs://; never downloaded): a Keras-applications or efficientnet-package "
+        "(noisy-student) EfficientNet file, or one of our .keras models (warm start, heads too when they fit)",
+    )
     # --- optimisation -----------------------------------------------------------------------
     batch_size: int = _f(128, "micro-batch size per replica (global batch = batch_size x replicas)")
     grad_accum: int = _f(1, "micro-batches accumulated per optimizer step")
@@ -121,6 +125,18 @@ class TrainConfig:
     output_suffix: str = _f("", "appended to the run name (seed flag)")
     run_name: str = _f("", "run dir name (default: arch + resize + suffix)")
     keep_checkpoints: int = _f(3, "checkpoints kept by the CheckpointManager")
+    # --- several hosts (Ray Train) ----------------------------------------------------------
+    workers: int = _f(
+        1,
+        "Ray Train workers of one training (MultiWorkerMirroredStrategy, one input shard each, only "
+        "worker 0 writes the run dir); 1: train in this process",
+    )
+    address: str = _f("", "Ray cluster of the workers (host:port or auto); empty: a local Ray instance")
+    cpus_per_worker: float = _f(1.0, "CPUs Ray reserves for each worker")
+    gpus_per_worker: float = _f(0.0, "GPUs Ray reserves for each worker")
+    max_failures: int = _f(
+        2, "restarts of the worker group after a worker dies (resumes from the last checkpoint); -1: no limit"
+    )
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -247,6 +263,7 @@ def _validate(c: TrainConfig) -> None:
         "cpu_replicas",
         "lookahead_sync",
         "keep_checkpoints",
+        "workers",
     ):
         _check(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
     _check(
@@ -271,6 +288,12 @@ def _validate(c: TrainConfig) -> None:
     )
     _check(c.loss_scale >= 1 and c.loss_scale_growth >= 1, "loss_scale and loss_scale_growth must be >= 1")
     _check(c.weights == "" or c.arch not in ("tiny", "small"), "--weights is for EfficientNet archs only")
+    _check(c.max_failures >= -1, f"max_failures must be >= -1 (-1: no limit), got {c.max_failures}")
+    _check(c.cpus_per_worker >= 0 and c.gpus_per_worker >= 0, "cpus_per_worker and gpus_per_worker must be >= 0")
+    _check(
+        c.workers == 1 or c.strategy in ("auto", "multiworker"),
+        f"workers={c.workers} trains under the multiworker strategy, not --strategy {c.strategy}",
+    )
     _check(
         bool(c.train_folder) == bool(c.valid_folder),
         "give both --train-folder and --valid-folder, or neither (synthetic default)",
@@ -346,6 +369,7 @@ HELP_GROUPS = (
     ("augmentation", "mixup_alpha"),
     ("numerics and execution", "mixed_precision"),
     ("loop, logging, output", "checkpoint_interval"),
+    ("several hosts (Ray Train)", "workers"),
 )
 
 
