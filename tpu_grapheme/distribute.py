@@ -3,12 +3,16 @@
 `cpu` with N > 1 splits the host CPU into N logical devices under a MirroredStrategy: the same
 multi-replica code path (per-replica batches, cross-replica reductions) a TPU's cores take, testable
 without an accelerator. Logical devices are process-global and fixed once TensorFlow initialises them.
+
+`multiworker` (and `auto` when $TF_CONFIG names more than one worker, as Ray Train's TensorflowTrainer
+sets it) is a MultiWorkerMirroredStrategy: one process per host, one all-reduce per step across them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 
 import keras
@@ -16,19 +20,22 @@ import tensorflow as tf
 
 from tpu_grapheme.errors import UserError
 
-KINDS = ("auto", "tpu", "mirrored", "one", "cpu")
+KINDS = ("auto", "tpu", "mirrored", "one", "cpu", "multiworker")
 _AUTO_PRECISION = {"tpu": "bfloat16", "gpu": "float16", "cpu": "float32"}
 
 
 def resolve_strategy(kind: str = "auto", *, tpu: str = "", cpu_replicas: int = 1) -> tf.distribute.Strategy:
     """Build the strategy `kind` names; `auto`: TPU if reachable, else GPUs, else the CPU.
 
-    `auto` on a CPU-only machine honours `cpu_replicas` (default 1: the default strategy).
+    `auto` on a CPU-only machine honours `cpu_replicas` (default 1: the default strategy); with a
+    $TF_CONFIG of several workers it is `multiworker`. Create it before any TensorFlow op runs.
     """
     if kind not in KINDS:
         raise UserError(f"strategy {kind!r} is not one of {', '.join(KINDS)}")
     if int(cpu_replicas) < 1:
         raise UserError(f"cpu_replicas must be >= 1, got {cpu_replicas}")
+    if kind == "multiworker" or (kind == "auto" and tf_config_workers() > 1):
+        return _multiworker_strategy()
     if kind == "tpu" or (kind == "auto" and (tpu or tpu_reachable())):
         return _tpu_strategy(tpu)
     gpus = tf.config.list_logical_devices("GPU") if kind in ("auto", "mirrored", "one") else []
@@ -41,6 +48,32 @@ def resolve_strategy(kind: str = "auto", *, tpu: str = "", cpu_replicas: int = 1
     if kind == "auto" and gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     return _cpu_strategy(int(cpu_replicas))
+
+
+def tf_config_workers() -> int:
+    """How many worker tasks $TF_CONFIG's cluster names (0 without a TF_CONFIG)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except ValueError:
+        raise UserError("TF_CONFIG is not valid JSON") from None
+    return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+
+
+def _multiworker_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy over $TF_CONFIG's workers: ring/NCCL all-reduce chosen by TensorFlow."""
+    if tf_config_workers() < 1:
+        raise UserError("strategy multiworker needs TF_CONFIG (Ray Train sets it: use --workers N)")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True in the one process that writes a run's files: the only one, or the multi-worker chief
+    (task `chief`, else worker 0 when the cluster has no `chief` job)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or task_type in (None, "chief"):
+        return True
+    return task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
 
 
 def tpu_reachable() -> bool:

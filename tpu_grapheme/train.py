@@ -5,6 +5,7 @@
     python -m tpu_grapheme.train --batch-size 64 --arch b4 --checkpoint-interval 2000 --steps 20010 \\
         --train-folder "gs://bucket/train_0/*" --valid-folder "gs://bucket/valid_0/*" --resize 192,330 \\
         --max-lr 4e-3 --cutmix-alpha 1. --weight-decay 0 --log-interval 500 --mixed-precision --radam
+    python -m tpu_grapheme.train --workers 4 --address auto --output-dir /nfs/runs   # Ray Train, 4 hosts
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: Sequence[str] | None = None) -> None:
     cfg = from_args(build_parser().parse_args(argv))
+    if cfg.workers > 1 or cfg.address:
+        from tpu_grapheme.multiworker import train_multiworker
+
+        train_multiworker(cfg)
+        return
     from tpu_grapheme.loop import run_training  # imports TensorFlow: after the flags are valid
 
     run_training(cfg)

@@ -6,65 +6,26 @@ resources, storage a node cannot see) into one `UserError` before any trial star
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tpu_grapheme.config import from_dict
-from tpu_grapheme.data import paths
 from tpu_grapheme.errors import UserError
+from tpu_grapheme.ray_cluster import alive_nodes, check_shared_storage, connect, prepare_data
 from tune.space import SearchSpace
+
+__all__ = ["alive_nodes", "check_shared_storage", "connect", "describe_nodes", "prepare_data", "trial_bundle"]
 
 TRIAL_RESOURCES = ("CPU", "GPU", "TPU")  # the node resources a trial can ask for
 
 
-def connect(address: str | None, *, num_cpus: int | None = None) -> None:
-    """Join `address`, or start a local Ray instance on this machine's CPUs."""
-    import ray
-
-    if address:
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=_trial_env())
-        except (ConnectionError, RuntimeError) as e:
-            raise UserError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
-        return
-    # Without an address ray.init() would join a cluster that `ray start` left on this machine (or
-    # RAY_ADDRESS), where num_cpus is refused: say what to do instead.
-    running = os.environ.get("RAY_ADDRESS") or _address_of_ray_start()
-    if running:
-        raise UserError(
-            f"a Ray cluster is already running here ({running}, from `ray start` or RAY_ADDRESS): "
-            "pass --address auto to search on it, or stop it (`ray stop`) for a private local search"
-        )
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance: no token needed
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=_trial_env())
-
-
-def _trial_env() -> dict:
-    """Trial processes keep TensorFlow's C++ info lines out of the console, as the train CLI does."""
-    return {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
-
-
-def _address_of_ray_start() -> str | None:
-    """The address `ray start` records for `ray.init()` on this machine (None: nothing running)."""
-    try:
-        from ray._private.utils import read_ray_address
-    except ImportError:  # moved in another Ray version: let ray.init() decide
-        return None
-    return read_ray_address()
-
-
-def alive_nodes() -> list[dict[str, Any]]:
-    import ray
-
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
 def _offer(node: Mapping[str, Any]) -> str:
     """`CPU=8, TPU=4`: what a node offers trials."""
-    return ", ".join(f"{k}={v:g}" for k, v in sorted(node["Resources"].items()) if k in TRIAL_RESOURCES)
+    return ", ".join(
+        f"{k}={v:g}"
+        for k, v in sorted(node["Resources"].items())
+        if k in TRIAL_RESOURCES or k.endswith("-head")
+    )
 
 
 def describe_nodes(nodes: Sequence[Mapping[str, Any]]) -> str:
@@ -72,84 +33,38 @@ def describe_nodes(nodes: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(f"[tune] node {n['NodeID']} {n['NodeManagerAddress']}: {_offer(n)}" for n in nodes)
 
 
+def slice_heads(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The `TPU-<gen>-<chips>-head` resources in the cluster: one per multi-host slice, on its worker 0."""
+    return sorted({k for n in nodes for k in n["Resources"] if k.startswith("TPU-") and k.endswith("-head")})
+
+
 def trial_bundle(space: SearchSpace, nodes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """The per-trial bundle; an error now if no single node could ever run a trial."""
+    """The per-trial bundle (per worker when the trials are `workers` > 1 trainings); an error now if the
+    cluster could never run a trial."""
     tpu_hosts = [n["Resources"].get("TPU", 0) for n in nodes if n["Resources"].get("TPU", 0) > 0]
     if space.resources.tpu == "host" and not tpu_hosts:
         raise UserError("resources tpu=host, but no node in the Ray cluster advertises TPU chips")
-    bundle = space.resources.bundle(host_tpu_chips=min(tpu_hosts) if tpu_hosts else 0)
-    if not any(all(n["Resources"].get(k, 0) >= v for k, v in bundle.items()) for n in nodes):
+    head = ""
+    if space.resources.tpu == "slice":
+        heads = slice_heads(nodes)
+        if len(heads) != 1:
+            raise UserError(
+                "resources tpu=slice needs the Ray cluster to hold multi-host TPU slices of one type "
+                f"(a TPU-<gen>-<chips>-head resource on each slice's worker 0); found {heads or 'none'}"
+            )
+        head = heads[0]
+        tpu_hosts = [n["Resources"].get("TPU", 0) for n in nodes if n["Resources"].get(head)]
+    bundle = space.resources.bundle(host_tpu_chips=min(tpu_hosts) if tpu_hosts else 0, slice_head=head)
+    workers = from_dict(space.fixed).workers
+    if workers > 1 and head:
+        raise UserError("resources tpu=slice drives a slice from one process: it takes workers=1")
+    fits = [min(n["Resources"].get(k, 0) // v if v else workers for k, v in bundle.items()) for n in nodes]
+    if not any(fits):
         offer = "; ".join(_offer(n) for n in nodes)
         raise UserError(f"no Ray node can hold one trial's resources {bundle}; the nodes offer: {offer}")
+    if sum(fits) < workers:
+        raise UserError(
+            f"a trial of workers={workers} needs {workers} x {bundle}, but the Ray cluster holds only "
+            f"{int(sum(fits))} such bundle(s)"
+        )
     return bundle
-
-
-def check_shared_storage(storage: str, nodes: Sequence[Mapping[str, Any]], *, sees: Any = None) -> None:
-    """A multi-node search needs storage every node can see: gs:// (any URI), or a shared mount (NFS).
-
-    A local path is checked, not assumed: the driver writes a marker file and every node looks for it
-    (`sees(marker, nodes) -> [bool per node]`; default: a zero-CPU Ray task pinned to each node).
-    """
-    if paths.is_uri(storage) or len(nodes) < 2:
-        return
-    sees = sees or (lambda path, ns: _on_each_node(os.path.exists, ns, path))
-    marker = os.path.join(os.path.abspath(storage), f".shared_probe_{uuid.uuid4().hex}")
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker, "w") as f:
-        f.write("probe\n")
-    try:
-        seen = sees(marker, nodes)
-    finally:
-        os.remove(marker)
-    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
-    if blind:
-        raise UserError(
-            f"--storage {storage} is a local path that node(s) {', '.join(blind)} cannot see: a multi-node "
-            "search needs shared storage (gs://bucket/path, or an NFS mount at the same path on every node)"
-        )
-
-
-def _on_each_node(fn: Any, nodes: Sequence[Mapping[str, Any]], *args: Any, timeout: float = 600) -> list[Any]:
-    """Run `fn(*args)` once on every node (zero CPUs asked, so busy nodes still answer)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    remote = ray.remote(num_cpus=0)(fn)
-    refs = [
-        remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-            *args
-        )
-        for n in nodes
-    ]
-    return ray.get(refs, timeout=timeout)
-
-
-def _ensure_synthetic_here(fixed: Mapping[str, Any]) -> tuple[str, str]:
-    from tpu_grapheme.synthetic_default import data_patterns
-
-    return tuple(data_patterns(from_dict(fixed)))  # type: ignore[return-value]
-
-
-def prepare_data(fixed: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Synthetic default: build (or find cached) the data set once, before any trial, on every node.
-
-    Trials get the resulting file patterns as fixed `train_folder`/`valid_folder`, so none regenerates.
-    """
-    if not from_dict(fixed).uses_synthetic:
-        return dict(fixed)
-    import ray
-
-    t0 = time.time()
-    train, valid = _ensure_synthetic_here(fixed)  # this (the driver's) node first
-    here = ray.get_runtime_context().get_node_id()
-    others = [n for n in nodes if n["NodeID"] != here]
-    # then every other node, in parallel; a shared cache dir makes these instant
-    if others and any(
-        tuple(p) != (train, valid) for p in _on_each_node(_ensure_synthetic_here, others, dict(fixed))
-    ):
-        raise UserError(
-            "the synthetic data set landed at different paths on different nodes; "
-            "pass --set synthetic_dir=<a path that is the same on every node>"
-        )
-    print(f"[tune] synthetic data ready in {time.time() - t0:.0f}s: {train} | {valid}", flush=True)
-    return {**fixed, "train_folder": train, "valid_folder": valid}

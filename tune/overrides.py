@@ -40,7 +40,7 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
 
 
 def parse_resources(text: str | None) -> dict[str, Any]:
-    """`--resources cpu=N,gpu=N,tpu=N|host` -> the per-trial resource overrides."""
+    """`--resources cpu=N,gpu=N,tpu=N|host|slice` -> the per-trial resource overrides."""
     if not text:
         return {}
     out: dict[str, Any] = {}

@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.check_shared_storage(root, nodes)
         bundle = cluster.trial_bundle(space, nodes)
         fixed = cluster.prepare_data(space.fixed, nodes)
-        trainable = tuner.make_trainable(fixed, bundle)
+        trainable = tuner.make_trainable(fixed, bundle, shared_dir=exp)
         print(f"[tune] {name}: {len(nodes)} node(s), per trial {bundle}, experiment {exp}", flush=True)
         if args.resume:
             search = tuner.restore_tuner(exp, trainable)

@@ -70,16 +70,21 @@ class Scheduler:
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
-    """Per-trial resources. `tpu: host` asks for all TPU chips of one host (one trial per TPU VM)."""
+    """Per-trial (per-worker, when `workers` > 1) resources. `tpu: host` asks for all TPU chips of one host
+    (one trial per TPU VM); `tpu: slice` asks for a multi-host slice's `TPU-<gen>-<chips>-head` resource,
+    which only the slice's worker 0 carries, once: one trial per slice, driving the whole slice from there.
+    """
 
     cpu: float = 1.0
     gpu: float = 0.0
     tpu: float | str = 0.0
 
-    def bundle(self, *, host_tpu_chips: float = 0.0) -> dict[str, float]:
+    def bundle(self, *, host_tpu_chips: float = 0.0, slice_head: str = "") -> dict[str, float]:
         """Ray resource bundle of one trial (TPU chips are Ray's native `TPU` resource)."""
-        tpu = host_tpu_chips if self.tpu == "host" else float(self.tpu)
+        tpu = host_tpu_chips if self.tpu in ("host", "slice") else float(self.tpu)
         out = {"CPU": self.cpu, "GPU": self.gpu, "TPU": tpu}
+        if self.tpu == "slice":
+            out[slice_head] = 1.0
         return {k: v for k, v in out.items() if v > 0} or {"CPU": 0.0}
 
 

@@ -10,7 +10,8 @@ A space file has two sections:
       seed: 0                     # Optuna sampler seed
       sampler: tpe                # tpe | random
       scheduler: {name: asha, max_t: 1500, grace_period: 300, reduction_factor: 3}   # or {name: fifo}
-      resources: {cpu: 1, gpu: 0, tpu: 0}   # per trial; tpu: N chips, or host (all of one TPU VM)
+      resources: {cpu: 1, gpu: 0, tpu: 0}   # per trial (per worker if workers > 1); tpu: N chips,
+                                          # host (all of one TPU VM) or slice (one multi-host slice)
       points_to_evaluate: [{max_lr: 3e-3}]  # tried first (e.g. a known-good config), rest sampled
     space:                        # TrainConfig fields, one distribution each
       arch: {fixed: small}
@@ -279,8 +280,8 @@ def _resources(d: Any, what: str) -> Resources:
     vals: dict[str, Any] = {}
     for k, default in (("cpu", 1), ("gpu", 0), ("tpu", 0)):
         v = d.get(k, default)
-        vals[k] = "host" if (k == "tpu" and v == "host") else number(v, f"{what} {k}")
-        if vals[k] != "host" and vals[k] < 0:
+        vals[k] = v if (k == "tpu" and v in ("host", "slice")) else number(v, f"{what} {k}")
+        if vals[k] not in ("host", "slice") and vals[k] < 0:
             raise UserError(f"{what} {k} must be >= 0, got {vals[k]}")
     if not any(vals.values()):
         raise UserError(f"{what}: a trial must ask for at least one cpu, gpu or tpu")

@@ -15,6 +15,9 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
+from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.data import paths
+from tpu_grapheme.errors import UserError
 from tpu_grapheme.run_dir import RunDir
 from tune.space import trial_config
 
@@ -30,14 +33,21 @@ def restore_checkpoint(checkpoint: Any, run_dir: str) -> str | None:
     return dest
 
 
-def train_trial(config: dict[str, Any], *, fixed: Mapping[str, Any]) -> None:
-    """Ray Tune function trainable (bind `fixed` with `tune.with_parameters`)."""
+def train_trial(
+    config: dict[str, Any], *, fixed: Mapping[str, Any], shared_dir: str = "", tpu_slice: bool = False
+) -> None:
+    """Ray Tune function trainable (bind `fixed` etc. with `tune.with_parameters`)."""
     import ray
     import ray.tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per eval
     ctx = ray.tune.get_context()
     cfg = trial_config(fixed, config, output_dir=ctx.get_trial_dir())  # the run lives in the trial's dir
+    if cfg.workers > 1:
+        train_multiworker_trial(cfg, shared_dir=shared_dir, trial_id=ctx.get_trial_id())
+        return
+    if tpu_slice:
+        cfg = cfg.replace(strategy="tpu", tpu=slice_name(cfg.tpu))
     restored = restore_checkpoint(ray.tune.get_checkpoint(), cfg.run_dir)
     if restored:
         print(f"[tune] trial {ctx.get_trial_name()}: resuming from the reported checkpoint ({restored})")
@@ -59,3 +69,31 @@ def train_trial(config: dict[str, Any], *, fixed: Mapping[str, Any]) -> None:
         ray.tune.report(metrics, checkpoint=checkpoint)
 
     run_training(cfg, on_eval=on_eval)
+
+
+def train_multiworker_trial(cfg: TrainConfig, *, shared_dir: str, trial_id: str) -> None:
+    """A trial that is itself a `cfg.workers`-worker Ray Train run, as Ray documents Tune + Train (v2):
+    this function drives a `TensorflowTrainer`; `TuneReportCallback` hands each report of worker 0 (the
+    loop's metrics, `step` for ASHA, and the path of the checkpoint Ray Train persisted) to this trial.
+    The run dir is on the experiment's shared storage: a retried trial resumes from its checkpoints."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from tpu_grapheme.multiworker import build_trainer
+
+    cfg = cfg.replace(output_dir=paths.join(shared_dir, "runs"), run_name=f"trial_{trial_id}")
+    build_trainer(cfg, report_checkpoints=True, callbacks=[TuneReportCallback()]).fit()
+
+
+def slice_name(given: str) -> str:
+    """The TPU slice this trial drives from its worker 0: Ray's pod name for this host, else `tpu`/$TPU_NAME.
+
+    Per Google's TF-on-pod-slices recipe, the one TensorFlow process runs on worker 0 and reaches the other
+    hosts through `TPUClusterResolver(tpu=<slice name>)`; TPU_LOAD_LIBRARY=0 keeps it off the local chips.
+    """
+    from ray.util.tpu import get_current_pod_name
+
+    name = get_current_pod_name() or given or os.environ.get("TPU_NAME", "")
+    if not name:
+        raise UserError("this trial holds a TPU slice's head resource, but the host names no TPU slice")
+    os.environ.setdefault("TPU_LOAD_LIBRARY", "0")
+    return name

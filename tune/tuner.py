@@ -11,21 +11,37 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
+from tpu_grapheme.config import from_dict
 from tpu_grapheme.errors import UserError
 from tune.space import SearchSpace
+
+TRIAL_DRIVER_MEMORY = float(
+    256 << 20
+)  # bytes a multi-worker trial's driver process reserves (it asks no CPU)
 
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"  # `results.summarize` reads the trial id back from this name
 
 
-def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float]) -> Any:
-    """`train_trial` with the fixed values bound, asking for one `bundle` of resources per trial."""
+def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float], *, shared_dir: str = "") -> Any:
+    """`train_trial` with the fixed values bound, asking for one `bundle` of resources per trial.
+
+    A trial of `workers` > 1 is a Ray Train run (Ray's documented Tune + Train v2 composition: the trial
+    function drives a `TensorflowTrainer`): the trial itself asks for no CPU, each of its workers for
+    `bundle`, and its run dir lives under `shared_dir` (the experiment dir) so every worker's node sees it.
+    A `TPU-<gen>-<chips>-head` in the bundle makes the trial drive that multi-host slice.
+    """
     import ray.tune
 
     from tune.trainable import train_trial
 
-    fn = ray.tune.with_parameters(train_trial, fixed=dict(fixed))
+    if from_dict(fixed).workers > 1:
+        per_worker = {"cpus_per_worker": bundle.get("CPU", 0.0), "gpus_per_worker": bundle.get("GPU", 0.0)}
+        fn = ray.tune.with_parameters(train_trial, fixed={**fixed, **per_worker}, shared_dir=shared_dir)
+        return ray.tune.with_resources(fn, ray.tune.PlacementGroupFactory([{"memory": TRIAL_DRIVER_MEMORY}]))
+    tpu_slice = any(k.endswith("-head") for k in bundle)
+    fn = ray.tune.with_parameters(train_trial, fixed=dict(fixed), tpu_slice=tpu_slice)
     return ray.tune.with_resources(fn, ray.tune.PlacementGroupFactory([dict(bundle)]))
 
 

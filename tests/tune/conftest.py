@@ -81,7 +81,7 @@ def port_open(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """Head (1 CPU, no TPU) + worker (1 CPU, `TPU: 4`) on loopback, each a `ray start --block` process;
+    """Head (1 CPU, no TPU) + worker (1 CPU, `TPU: 4`, `TPU-v4-16-head: 1`) on loopback, each a `ray start --block` process;
     started once per session.
 
     Torn down by signalling exactly the processes this fixture started (their process groups), not with
@@ -124,7 +124,8 @@ def ray_cluster():
             "head.log",
         )
         wait_for(lambda: port_open(port), timeout=120, what="the Ray head's port", poll=0.2)
-        start([f"--address=127.0.0.1:{port}", '--resources={"TPU": 4}'], "worker.log")
+        # worker 0 of a fake multi-host v4-16 slice: its chips and the slice's head resource
+        start([f"--address=127.0.0.1:{port}", '--resources={"TPU": 4, "TPU-v4-16-head": 1}'], "worker.log")
         worker_log = pathlib.Path(tmp, "worker.log")
         wait_for(lambda: "Ray runtime started" in worker_log.read_text(), timeout=120, what="the Ray worker")
         wait_for(status, timeout=120, what="both Ray nodes", poll=1)  # `ray status` costs a Python start
@@ -139,3 +140,14 @@ def ray_cluster():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)  # anything of that node still alive (same process group)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_driver(ray_cluster):
+    """This test process as a Ray driver on the loopback cluster (disconnected after the module)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address=ray_cluster["address"], include_dashboard=False, log_to_driver=False)
+    yield ray_cluster
+    ray.shutdown()

@@ -1,0 +1,190 @@
+"""One training on 2 Ray Train workers (MultiWorkerMirroredStrategy) on the session's 2-node loopback cluster.
+
+- The all-reduced gradient of 2 workers equals the union batch's gradient in one process; 2 workers x B
+  train like one process x 2B (weights after a few AdamW steps); the workers' input shards are disjoint
+  and cover the epoch.
+- `python -m tpu_grapheme.train --workers 2`: a worker killed with SIGKILL mid-run; Ray Train restarts
+  the group, the run resumes from its last checkpoint and ends at the requested step with a model.
+- A local run dir the other node cannot see is refused before training.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from tests.tune import multiworker_probe as probe
+from tests.tune.conftest import start_logged, wait_for
+from tpu_grapheme.config import from_dict
+from tpu_grapheme.errors import UserError
+
+KILL_STEPS = 30
+INTERVAL = 5
+TINY_RUN = {
+    "arch": "tiny",
+    "resize": "32,56",
+    "batch-size": 8,
+    "steps": KILL_STEPS,
+    "checkpoint-interval": INTERVAL,
+    "log-interval": INTERVAL,
+    "steps-per-loop": INTERVAL,
+    "eval-batches": 2,
+    "warmup-frac": 0,
+    "synthetic-rows": 100,
+    "keep-checkpoints": 2,
+}
+
+
+def _reference_gradient(images: np.ndarray, labels: np.ndarray) -> tuple[list, list]:
+    """(initial weights, gradient of the union batch) of the tiny model, in this process."""
+    import tensorflow as tf
+
+    from tpu_grapheme import augment, losses
+    from tpu_grapheme.data.schema import NUM_CLASSES
+    from tpu_grapheme.model import build_model
+
+    cfg = from_dict(probe.SGD_ONE_STEP)
+    model = build_model(arch=cfg.arch, input_shape=(*cfg.resize, 1), dropout=cfg.dropout, seed=cfg.seed)
+    x, y = tf.constant(images[0]), tf.constant(labels[0])
+    with tf.GradientTape() as tape:
+        parts = losses.head_losses(
+            augment.one_hot_targets(y, num_classes=NUM_CLASSES, label_smoothing=0.0),
+            model(x, training=True),
+            global_batch_size=len(images[0]),
+        )
+        loss = losses.weighted_sum(parts, cfg.head_weights)
+    grads = tape.gradient(loss, model.trainable_variables)
+    return [v.numpy() for v in model.trainable_variables], [g.numpy() for g in grads]
+
+
+def test_two_workers_allreduce_and_train_like_one_process_with_the_union_batch(
+    ray_driver, synthetic_dir, tmp_path
+):
+    from ray.train import ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from tpu_grapheme.synthetic_default import data_patterns
+
+    per_worker = 4
+    sgd_data = probe.union_batches(1, 2 * per_worker, seed=1)
+    adamw_data = probe.union_batches(4, 2 * per_worker, seed=2)
+    train_pattern, _ = data_patterns(from_dict({"synthetic_rows": 100, "synthetic_dir": synthetic_dir}))
+    out = tmp_path / "probe"
+    out.mkdir()
+    trainer = TensorflowTrainer(
+        probe.worker,
+        train_loop_config={
+            "sgd_data": sgd_data,
+            "adamw_data": adamw_data,
+            "pattern": train_pattern,
+            "out": str(out),
+        },
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+        run_config=__import__("ray").train.RunConfig(storage_path=str(tmp_path / "ray_train"), name="probe"),
+    )
+    trainer.fit()
+    ranks = [np.load(out / f"rank{r}.npz") for r in (0, 1)]
+
+    # Input: two pipelines with distinct ids; one epoch's shards are disjoint and together the whole set.
+    assert [tuple(r["pipelines"]) for r in ranks] == [(2, 0, 1), (2, 1, 0)]  # (pipelines, id, chief)
+    h0, h1 = (list(r["hashes"]) for r in ranks)
+    everything = probe.record_hashes(train_pattern, None)
+    assert not set(h0) & set(h1) and sorted(h0 + h1) == sorted(everything)
+
+    # (a) SGD, one step from the same initial weights: each worker's weights moved by the all-reduced
+    # gradient (the step's one all-reduce, inside apply_gradients) x lr x (1 + momentum) (Nesterov's first step).
+    from tpu_grapheme.optimizers import SGD_MOMENTUM
+
+    w0, grad = _reference_gradient(*sgd_data)
+    n = len(w0)
+    for r in ranks:
+        scale = float(r["sgd_lr"]) * (1 + SGD_MOMENTUM)
+        allreduced = [(w0[i] - r[f"sgd{i}"]) / scale for i in range(n)]
+        diff = max(float(np.max(np.abs(a - g))) for a, g in zip(allreduced, grad, strict=True))
+        print(f"all-reduced gradient vs union-batch gradient: max abs diff {diff:.2e}")
+        assert diff < 1e-5
+
+    # (b) 2 workers x 4 rows vs one process x 8 rows, four AdamW steps: the same weights.
+    import tensorflow as tf
+
+    single, _ = probe.train_steps(tf.distribute.get_strategy(), from_dict(probe.ADAMW_STEPS), *adamw_data)
+    for r in ranks:
+        diff = max(float(np.max(np.abs(r[f"adamw{i}"] - w))) for i, w in enumerate(single))
+        print(f"2 workers x 4 vs 1 process x 8 after 4 AdamW steps: max abs weight diff {diff:.2e}")
+        assert diff < 1e-5
+
+
+def test_killed_worker_restarts_the_group_and_the_run_resumes_to_the_end(
+    ray_cluster, synthetic_dir, tmp_path
+):
+    output = tmp_path / "runs"
+    flags = [f"--{k}={v}" for k, v in TINY_RUN.items()]
+    cmd = [
+        *("python", "-m", "tpu_grapheme.train"),
+        *flags,
+        *("--workers", "2", "--max-failures", "2", "--address", ray_cluster["address"]),
+        *("--synthetic-dir", synthetic_dir, "--output-dir", str(output), "--run-name", "mw"),
+    ]
+    cmd[0] = __import__("sys").executable
+    log = str(tmp_path / "train.log")
+    proc = start_logged(cmd, log, ray_cluster["env"])
+    history = output / "mw" / "history.json"
+    try:
+        wait_for(history.exists, timeout=600, what="the first checkpoint", proc=proc)
+
+        def worker_pid():
+            found = re.findall(r"\[worker 1/2\] pid (\d+)", pathlib.Path(log).read_text())
+            return int(found[0]) if found else None
+
+        victim = wait_for(worker_pid, timeout=60, what="worker 1's pid", proc=proc)
+        t_kill = time.time()
+        os.kill(victim, signal.SIGKILL)
+        rc = proc.wait(timeout=600)
+        elapsed = time.time() - t_kill
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = pathlib.Path(log).read_text()
+    assert rc == 0, text[-4000:]
+    starts = list(dict.fromkeys(re.findall(r"\[worker 0/2\] pid (\d+)", text)))  # Ray may echo a line twice
+    resumed = re.findall(r"resumed from \S+ckpt-(\d+) at step (\d+)", text)
+    print(f"worker-group starts {len(starts)}, resumed at {resumed}, kill -> end {elapsed:.0f}s")
+    assert len(starts) == 2  # one restart of the group, in new processes
+    assert resumed and INTERVAL <= int(resumed[-1][1]) < KILL_STEPS
+    assert (output / "mw" / "model_final.keras").stat().st_size > 1000
+    assert f"step {KILL_STEPS}/{KILL_STEPS}" in text
+    import json
+
+    steps = [row["step"] for row in json.loads(history.read_text())]
+    assert steps == sorted(set(steps)) and steps[-1] == KILL_STEPS
+
+
+def test_local_run_dir_the_other_node_cannot_see_is_refused_before_training(tmp_path):
+    from tpu_grapheme import multiworker
+
+    nodes = [
+        {"NodeID": "a", "NodeManagerAddress": "10.0.0.1", "Alive": True, "Resources": {"CPU": 1}},
+        {"NodeID": "b", "NodeManagerAddress": "10.0.0.2", "Alive": True, "Resources": {"CPU": 1}},
+    ]
+    cfg = from_dict({"workers": 2, "output_dir": str(tmp_path)})
+    from tpu_grapheme import ray_cluster
+
+    real = ray_cluster.check_shared_storage
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            ray_cluster,
+            "check_shared_storage",
+            lambda *a, **k: real(*a, **k, sees=lambda marker, ns: [True, False]),
+        )
+        with pytest.raises(
+            UserError,
+            match=r"^--output-dir .* node\(s\) 10.0.0.2 cannot see: a multi-node "
+            r"multi-worker training needs shared storage",
+        ):
+            multiworker.shared_config(cfg, nodes)

@@ -1,0 +1,122 @@
+"""One training on N Ray Train workers (`--workers N`): the same `run_training` in every worker process.
+
+Ray Train's `TensorflowTrainer` starts the workers (one per `ScalingConfig` bundle, on any nodes of the
+cluster) and sets `TF_CONFIG` in each; `distribute.resolve_strategy` then builds a
+MultiWorkerMirroredStrategy from it. Every worker reads its own input shard (the input context of
+`distribute_datasets_from_function`), the step all-reduces once per optimizer step, and only the chief
+(world rank 0) writes the run dir. When a worker dies, Ray Train restarts the whole group (up to
+`max_failures` times) and `run_training` resumes from the run dir's last checkpoint: the run dir must be
+on storage every node sees, which is checked before any worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tpu_grapheme import ray_cluster
+from tpu_grapheme.config import TrainConfig, from_dict, to_dict
+from tpu_grapheme.data import paths
+from tpu_grapheme.errors import UserError
+from tpu_grapheme.run_dir import RunDir
+
+RUN_NAME = "train"  # the Ray Train run's name under `<run_dir>/ray_train`
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: `run_training` under MultiWorkerMirroredStrategy; every worker
+    reports each evaluation to Ray Train (a report is collective), rank 0 with the run's checkpoint dir
+    when `report_checkpoints` (a search trial) asks for it."""
+    # Ray's TensorFlow backend asks for legacy tf.keras; this project is Keras 3 (`import keras`).
+    os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    for name in ("tensorflow", "ray.train"):  # per-step collective INFO lines, one line per report
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import ray.train
+
+    from tpu_grapheme.loop import run_training
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    cfg = from_dict(config["cfg"]).replace(strategy="multiworker")
+    print(f"[worker {rank}/{ctx.get_world_size()}] pid {os.getpid()}", flush=True)
+
+    def log(message: str) -> None:
+        if rank == 0:
+            print(message, flush=True)
+
+    def on_eval(result: Any) -> None:
+        checkpoint = None
+        if rank == 0 and config.get("report_checkpoints"):
+            checkpoint = ray.train.Checkpoint.from_directory(result.checkpoint_dir)
+        ray.train.report({**result.metrics, "step": int(result.step)}, checkpoint=checkpoint)
+
+    run_training(cfg, on_eval=on_eval, log=log)
+
+
+def scaling_config(cfg: TrainConfig) -> Any:
+    """`cfg.workers` workers, each reserving `cpus_per_worker` CPUs and `gpus_per_worker` GPUs."""
+    from ray.train import ScalingConfig
+
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.gpus_per_worker:
+        resources["GPU"] = cfg.gpus_per_worker
+    return ScalingConfig(
+        num_workers=cfg.workers, use_gpu=cfg.gpus_per_worker > 0, resources_per_worker=resources
+    )
+
+
+def build_trainer(
+    cfg: TrainConfig, *, report_checkpoints: bool = False, callbacks: Sequence[Any] = ()
+) -> Any:
+    """The `TensorflowTrainer` of `cfg`: its state under `<run_dir>/ray_train`, `max_failures` restarts."""
+    from ray.train import FailureConfig, RunConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    return TensorflowTrainer(
+        worker_loop,
+        train_loop_config={"cfg": to_dict(cfg), "report_checkpoints": report_checkpoints},
+        scaling_config=scaling_config(cfg),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=RunDir(cfg.run_dir).ray_train,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=list(callbacks) or None,
+        ),
+    )
+
+
+def shared_config(cfg: TrainConfig, nodes: Sequence[dict[str, Any]], *, tag: str = "[train]") -> TrainConfig:
+    """`cfg` ready for workers on `nodes`: an absolute output dir every node sees (checked), and the
+    synthetic default built once on every node (its patterns fixed), before any worker starts."""
+    output_dir = cfg.output_dir if paths.is_uri(cfg.output_dir) else os.path.abspath(cfg.output_dir)
+    ray_cluster.check_shared_storage(output_dir, nodes, flag="--output-dir", what="multi-worker training")
+    return from_dict({**ray_cluster.prepare_data(to_dict(cfg), nodes, tag=tag), "output_dir": output_dir})
+
+
+def train_multiworker(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """`python -m tpu_grapheme.train --workers N [--address A]`: join or start Ray, check, train; returns
+    the last metrics the workers reported."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # worker lines as printed, not as log records
+    ray_cluster.connect(cfg.address or None, what="training")
+    try:
+        nodes = ray_cluster.alive_nodes()
+        cfg = shared_config(cfg, nodes)
+        log(
+            f"[train] {cfg.workers} Ray Train workers x {cfg.cpus_per_worker:g} CPU"
+            + (f" + {cfg.gpus_per_worker:g} GPU" if cfg.gpus_per_worker else "")
+            + f" on {len(nodes)} node(s); run dir {cfg.run_dir}; up to {cfg.max_failures} restart(s)"
+        )
+        try:
+            result = build_trainer(cfg).fit()
+        except Exception as e:  # a worker's error, after the restarts: one line, the cause in the log above
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+            raise UserError(f"multi-worker training failed: {type(e).__name__}: {first}") from None
+    finally:
+        ray.shutdown()
+    metrics = dict(result.metrics or {})
+    log(f"[train] done: model {RunDir(cfg.run_dir).final_model}")
+    return metrics

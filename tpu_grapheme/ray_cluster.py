@@ -1,0 +1,140 @@
+"""The Ray cluster a search or a multi-worker training runs on: join or start it, check what every node sees.
+
+Shared by `tune/` (trials over hosts) and `multiworker` (one training over hosts). Each check turns a
+problem that would otherwise surface as a stuck or failing run (storage a node cannot see, a data set
+built at different paths) into one `UserError` before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tpu_grapheme.config import from_dict
+from tpu_grapheme.data import paths
+from tpu_grapheme.errors import UserError
+
+
+def connect(address: str | None, *, num_cpus: int | None = None, what: str = "search") -> None:
+    """Join `address`, or start a private local Ray instance on this machine's CPUs."""
+    import ray
+
+    if address:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=_worker_env())
+        except (ConnectionError, RuntimeError) as e:
+            raise UserError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+        return
+    # Without an address ray.init() would join a cluster that `ray start` left on this machine (or
+    # RAY_ADDRESS), where num_cpus is refused: say what to do instead.
+    running = os.environ.get("RAY_ADDRESS") or _address_of_ray_start()
+    if running:
+        raise UserError(
+            f"a Ray cluster is already running here ({running}, from `ray start` or RAY_ADDRESS): "
+            f"pass --address auto to {what} on it, or stop it (`ray stop`) for a private local {what}"
+        )
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance: no token needed
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=_worker_env())
+
+
+def _worker_env() -> dict:
+    """Ray's worker processes keep TensorFlow's C++ info lines out of the console, as the train CLI does."""
+    return {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
+
+
+def _address_of_ray_start() -> str | None:
+    """The address `ray start` records for `ray.init()` on this machine (None: nothing running)."""
+    try:
+        from ray._private.utils import read_ray_address
+    except ImportError:  # moved in another Ray version: let ray.init() decide
+        return None
+    return read_ray_address()
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def check_shared_storage(
+    storage: str,
+    nodes: Sequence[Mapping[str, Any]],
+    *,
+    sees: Any = None,
+    flag: str = "--storage",
+    what: str = "search",
+) -> None:
+    """A multi-node run needs storage every node can see: gs:// (any URI), or a shared mount (NFS).
+
+    A local path is checked, not assumed: the driver writes a marker file and every node looks for it
+    (`sees(marker, nodes) -> [bool per node]`; default: a zero-CPU Ray task pinned to each node).
+    """
+    if paths.is_uri(storage) or len(nodes) < 2:
+        return
+    sees = sees or (lambda path, ns: on_each_node(os.path.exists, ns, path))
+    marker = os.path.join(os.path.abspath(storage), f".shared_probe_{uuid.uuid4().hex}")
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker, "w") as f:
+        f.write("probe\n")
+    try:
+        seen = sees(marker, nodes)
+    finally:
+        os.remove(marker)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
+    if blind:
+        raise UserError(
+            f"{flag} {storage} is a local path that node(s) {', '.join(blind)} cannot see: a multi-node "
+            f"{what} needs shared storage (gs://bucket/path, or an NFS mount at the same path on every node)"
+        )
+
+
+def on_each_node(fn: Any, nodes: Sequence[Mapping[str, Any]], *args: Any, timeout: float = 600) -> list[Any]:
+    """Run `fn(*args)` once on every node (zero CPUs asked, so busy nodes still answer)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(num_cpus=0)(fn)
+    refs = [
+        remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            *args
+        )
+        for n in nodes
+    ]
+    return ray.get(refs, timeout=timeout)
+
+
+def _ensure_synthetic_here(fixed: Mapping[str, Any]) -> tuple[str, str]:
+    from tpu_grapheme.synthetic_default import data_patterns
+
+    return tuple(data_patterns(from_dict(fixed)))  # type: ignore[return-value]
+
+
+def prepare_data(
+    fixed: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], *, tag: str = "[tune]"
+) -> dict[str, Any]:
+    """Synthetic default: build (or find cached) the data set once, before any worker, on every node.
+
+    Workers get the resulting file patterns as fixed `train_folder`/`valid_folder`, so none regenerates.
+    """
+    if not from_dict(fixed).uses_synthetic:
+        return dict(fixed)
+    import ray
+
+    t0 = time.time()
+    train, valid = _ensure_synthetic_here(fixed)  # this (the driver's) node first
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in nodes if n["NodeID"] != here]
+    # then every other node, in parallel; a shared cache dir makes these instant
+    if others and any(
+        tuple(p) != (train, valid) for p in on_each_node(_ensure_synthetic_here, others, dict(fixed))
+    ):
+        raise UserError(
+            "the synthetic data set landed at different paths on different nodes; "
+            "pass --set synthetic_dir=<a path that is the same on every node>"
+        )
+    print(f"{tag} synthetic data ready in {time.time() - t0:.0f}s: {train} | {valid}", flush=True)
+    return {**fixed, "train_folder": train, "valid_folder": valid}
