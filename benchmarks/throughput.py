@@ -15,6 +15,7 @@ before TensorFlow initialises. See benchmarks/README.md for how to read each fig
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -36,11 +37,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # seed_style, wh
 import profile_ops  # noqa: E402
 import seed_style  # noqa: E402
 
-from tpu_grapheme import distribute, loop, optimizers, schedules  # noqa: E402
+from tpu_grapheme import distribute, optimizers, schedules  # noqa: E402
 from tpu_grapheme.config import TrainConfig  # noqa: E402
-from tpu_grapheme.data import pipeline  # noqa: E402
+from tpu_grapheme.data import inputs, pipeline  # noqa: E402
 from tpu_grapheme.errors import UserError, cli_main  # noqa: E402
 from tpu_grapheme.model import build_model, model_flops  # noqa: E402
+from tpu_grapheme.synthetic_default import data_patterns  # noqa: E402
 from tpu_grapheme.train_step import StepConfig, TrainStep  # noqa: E402
 
 TARGETS = {  # ratio name -> (comparison, bound)
@@ -197,8 +199,8 @@ class Bench:
             train_folder=args.train_folder,
             valid_folder=args.train_folder,
         )
-        self.pattern = args.train_folder or loop.data_patterns(self.cfg, log=log)[0]
-        self.auto_jit = loop.resolve_jit(self.cfg, self.kind)
+        self.pattern = args.train_folder or data_patterns(self.cfg, log=log)[0]
+        self.auto_jit = distribute.resolve_jit(self.cfg.jit_compile, self.kind)
         self.n = args.steps_per_loop
         self.steps = args.steps
         self.global_batch = args.batch_size * self.replicas
@@ -234,7 +236,7 @@ class Bench:
                 ds = ds.take(CACHED_BATCHES).cache().repeat().prefetch(tf.data.AUTOTUNE)
             if transform is not None:
                 ds = transform(ds)
-            return ds.map(lambda x, y: loop.split_micro_batches(x, y, k)) if k > 1 else ds
+            return ds.map(lambda x, y: inputs.split_micro_batches(x, y, k)) if k > 1 else ds
 
         it = iter(self.strategy.distribute_datasets_from_function(fn))
         return self.past_first_epoch(it, self.global_batch * k) if cache and not cached else it
@@ -247,8 +249,9 @@ class Bench:
                 model = build_model(
                     arch=self.cfg.arch, input_shape=(*self.cfg.resize, 1), dropout=0.2, seed=self.cfg.seed
                 )
-                schedule = schedules.build_schedule(self.cfg, self.cfg.steps)
-                opt = optimizer(schedule) if optimizer else optimizers.build_optimizer(self.cfg, schedule)
+                schedule = schedules.build_schedule(schedules.ScheduleOptions.from_train_config(self.cfg))
+                options = optimizers.OptimizerOptions.from_train_config(self.cfg)
+                opt = optimizer(schedule) if optimizer else optimizers.build_optimizer(options, schedule)
         finally:
             keras.mixed_precision.set_global_policy("float32")
         return model, opt
@@ -370,14 +373,10 @@ class Bench:
         """model.fit with Keras 3's optimizer-side accumulation (all-reduce per micro-batch)."""
 
         def opt(schedule):
-            o = keras.optimizers.AdamW(
-                learning_rate=schedule,
-                weight_decay=self.cfg.weight_decay,
-                epsilon=optimizers.ADAM_EPSILON,
-                gradient_accumulation_steps=k,
+            options = optimizers.OptimizerOptions.from_train_config(self.cfg)
+            return optimizers.build_optimizer(
+                dataclasses.replace(options, gradient_accumulation_steps=k), schedule
             )
-            o.exclude_from_weight_decay(var_names=list(optimizers.NO_DECAY_NAMES))
-            return o
 
         steps, self.steps = self.steps, self.steps * k  # k micro-batches per optimizer step
         try:
