@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -256,3 +257,66 @@ def test_cache_fits_budget_and_known_counts(ours, tmp_path, monkeypatch):
     for i, f in enumerate(files):  # no manifest, no `NN-COUNT` names: counts need a full read -> no cache
         shutil.copy(f, tmp_path / f"part{i}.tfrec")
     assert not pipeline.cache_fits(pipeline.list_shards(str(tmp_path)), resize=None, n_pipes=1, cache_mb=64)
+
+
+def _damage(path: str, at: float = 0.5) -> None:
+    """Overwrite 64 bytes at `at` of the file's size (the first record still reads; the size is unchanged)."""
+    with open(path, "r+b") as f:
+        f.seek(int(os.path.getsize(path) * at))
+        f.write(b"\x00" * 64)
+
+
+@pytest.mark.parametrize("which", ["ours", "seed_dir"])
+def test_skipping_corrupt_records_counts_what_each_pass_lost(which, request, tmp_path):
+    out, df, _ = request.getfixturevalue(which)
+    bad = shutil.copytree(out, tmp_path / "c")
+    shard = sorted(p for p in os.listdir(bad) if p.endswith(".tfrec"))[1]
+    _damage(str(bad / shard))
+    with pytest.raises(tf.errors.DataLossError):
+        _raw(str(bad))
+    skipped = tf.Variable(0, dtype=tf.int64)
+    x, _ = _raw(str(bad), skipped=skipped)
+    assert 0 < len(x) < len(df) and int(skipped.numpy()) == len(df) - len(x)
+    x, _ = _raw(str(bad), skipped=skipped)  # a second pass loses the same records again
+    assert int(skipped.numpy()) == 2 * (len(df) - len(x))
+
+
+def test_error_text_drops_graph_internals(ours, tmp_path):
+    bad = shutil.copytree(ours[0], tmp_path / "c")
+    shard = sorted(p for p in os.listdir(bad) if p.endswith(".tfrec"))[1]
+    _damage(str(bad / shard))
+    ds = tf.data.TFRecordDataset(str(bad / shard))
+    with pytest.raises(tf.errors.DataLossError) as e:
+        ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
+    assert "{{function_node" in e.value.message
+    assert re.fullmatch(r"corrupted record at \d+", pipeline.error_text(e.value)), pipeline.error_text(
+        e.value
+    )
+
+
+def test_corrupt_shard_found_by_reading_counts_and_named_with_its_prepare_command(ours, tmp_path):
+    bad = shutil.copytree(ours[0], tmp_path / "c")
+    shard = str(bad / sorted(p for p in os.listdir(bad) if p.endswith(".tfrec"))[2])
+    _damage(shard)
+    err = pipeline.corrupt_data_error(RuntimeError("x"), [str(bad)], note="n", then=", or t")
+    msg = str(err)
+    assert msg.startswith(f"corrupt TFRecord shard {shard}: corrupted record at ") and "\n" not in msg
+    assert "good records); n; re-create it with `python -m tpu_grapheme.prepare " in msg and msg.endswith(
+        "--overwrite`, or t"
+    )
+    with open(shard, "r+b") as f:  # cut at a record boundary: every record reads, one is missing
+        f.truncate(_record_end(shard, 1))
+    assert pipeline.find_corrupt_shard([shard]) == (shard, "holds 1 records, 8 expected (truncated)")
+
+
+def _record_end(path: str, n: int) -> int:
+    """Byte offset after the first `n` records of an uncompressed TFRecord file (8 + 4 + len + 4 each)."""
+    import struct
+
+    offset = 0
+    with open(path, "rb") as f:
+        for _ in range(n):
+            f.seek(offset)
+            (length,) = struct.unpack("<Q", f.read(8))
+            offset += 16 + length
+    return offset

@@ -145,3 +145,21 @@ def test_cli_writes(kdir, tmp_path):
     assert m["image_format"] == "png" and m["total"] == 20
     assert tfrecord.detect_format(str(tmp_path / "o" / m["shards"][0]["file"])).image_format == "png"
     assert np.isclose(sum(s["count"] for s in m["shards"]), 20)
+
+
+def test_short_write_of_a_shard_is_caught_by_prepare(kdir, tmp_path, monkeypatch):
+    """A shard that lands shorter than its records (a partial upload, a full disk) fails `prepare` itself."""
+    d, _ = kdir
+    real_close = tfrecord.ShardWriter.close
+
+    def short(self):
+        real_close(self)
+        if self.path.endswith(".tfrec"):
+            with open(self.path, "r+b") as f:
+                f.truncate(os.path.getsize(self.path) - 100)
+
+    monkeypatch.setattr(tfrecord.ShardWriter, "close", short)
+    out = tmp_path / "o"
+    with pytest.raises(UserError, match=r"000-\d+\.tfrec: holds \d+ bytes, \d+ were written \(truncated\)"):
+        prepare.prepare(os.path.join(d, "train.csv"), str(out), shard_mb=0.2, progress=False)
+    assert not (out / "manifest.json").exists()  # a directory without a manifest is not a finished split

@@ -142,3 +142,64 @@ def test_bad_inputs_exit_2_with_one_line_in_process(models, data, tmp_path, caps
         assert exc.value.code == 2, name
         assert len(errors) == 1 and message in errors[0], (name, err)
         assert not (tmp_path / "out.csv").exists()
+
+
+def _empty_parquets(d, n: int) -> str:
+    """`n` Kaggle-schema test parquets with zero rows; returns their glob."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tpu_grapheme.data.schema import PIXEL_COLUMNS
+
+    schema = pa.schema([("image_id", pa.string())] + [(c, pa.uint8()) for c in PIXEL_COLUMNS])
+    for i in range(n):
+        pq.write_table(schema.empty_table(), str(d / f"empty_{i}.parquet"))
+    return str(d / "empty_*.parquet")
+
+
+@pytest.mark.parametrize("files", [1, 2])
+def test_empty_test_set_is_refused_before_loading_models(models, data, tmp_path, capsys, monkeypatch, files):
+    pattern = _empty_parquets(tmp_path, files)
+    monkeypatch.setattr(cli, "load_members", _must_not_run)
+    out = tmp_path / "submission.csv"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(_argv([models["run_a"]], pattern, out))
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and line == (
+        f"error: no images in {pattern}: {files} parquet file(s), all empty; nothing to predict"
+    )
+    assert not out.exists()
+
+
+def test_predict_refuses_zero_images(models, data, tmp_path):
+    from tpu_grapheme.errors import UserError
+    from tpu_grapheme.inference import load_members, predict
+
+    pattern = _empty_parquets(tmp_path, 1)
+    with pytest.raises(UserError, match="no images in"):
+        predict(load_members([models["run_a"]]), pattern, progress=False)
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the command did the work before checking what it needs")
+
+
+def test_late_failures_fail_before_the_work(models, data, tmp_path, capsys, monkeypatch):
+    """--reweight-prior train without model_meta.json, a --report-json into a missing directory, an
+    unreadable --valid-csv: each refused before a single image is predicted."""
+    monkeypatch.setattr(cli, "predict", _must_not_run)
+    monkeypatch.setattr(cli, "evaluate", _must_not_run)
+    pattern = str(data["dir"] / "test_image_data_*.parquet")
+    cases = {
+        "--reweight-prior train needs class_counts": _argv([models["b"]], pattern, tmp_path / "s.csv")
+        + ["--reweight", "--reweight-prior", "train"],
+        "--report-json directory does not exist": _argv([models["run_a"]], pattern, tmp_path / "s.csv")
+        + ["--valid-csv", str(data["dir"] / "valid.csv"), "--report-json", str(tmp_path / "no" / "r.json")],
+        "valid-missing.csv": _argv([models["run_a"]], pattern, tmp_path / "s.csv")
+        + ["--valid-csv", str(tmp_path / "valid-missing.csv")],
+    }
+    for message, argv in cases.items():
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert exc.value.code == 2 and line.startswith("error: ") and message in line, (message, line)

@@ -14,6 +14,7 @@ is the input pipeline's whole cost.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator
 
 import tensorflow as tf
@@ -98,8 +99,9 @@ def known_counts(files: list[str]) -> dict[str, int]:
     return counts
 
 
-def count_records(pattern: str) -> int:
-    """Number of records: from manifest.json, else seed-style `NN-COUNT.tfrec` names, else by reading."""
+def count_records(pattern: str, *, skip_corrupt: bool = False) -> int:
+    """Number of records: from manifest.json, else seed-style `NN-COUNT.tfrec` names, else by reading
+    (which finds a corrupt shard at start-up; `skip_corrupt`: count the records before the damage)."""
     files = list_shards(pattern)
     counts = known_counts(files)
     total = 0
@@ -107,17 +109,30 @@ def count_records(pattern: str) -> int:
         n = counts.get(f)
         if n is None:
             fmt = tfrecord.detect_format(f)
-            n = 0 if fmt is None else _count_file(f, fmt.compression)
+            n = 0 if fmt is None else _count_file(f, fmt.compression, skip_corrupt=skip_corrupt)
         total += n
     return total
 
 
-def _count_file(path: str, compression: str) -> int:
+def _count_file(path: str, compression: str, *, skip_corrupt: bool = False) -> int:
+    ds = tf.data.TFRecordDataset(path, compression_type=compression)
+    if skip_corrupt:
+        ds = ds.ignore_errors()
     try:
-        ds = tf.data.TFRecordDataset(path, compression_type=compression)
         return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        raise UserError(f"corrupt TFRecord shard {path}: {e.message.splitlines()[0]}") from None
+        raise UserError(f"corrupt TFRecord shard {path}: {error_text(e)}") from None
+
+
+def error_text(e: BaseException) -> str:
+    """The part of a TensorFlow error a user can act on: its first line without the graph internals
+    (`{{function_node __wrapped__ReduceDataset...}}`, `[Op:ReduceDataset]`, `[[{{node ...}}]]`)."""
+    text = getattr(e, "message", None) or str(e) or type(e).__name__
+    text = re.sub(r"\{\{[^}]*\}\}", "", text)
+    text = re.sub(r"\s*\[\[.*?\]\]", "", text, flags=re.S)
+    text = re.sub(r"\s*\[Op:[^\]]*\].*", "", text, flags=re.S)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
 
 
 def resizes(resize: tuple[int, int] | None) -> bool:
@@ -191,6 +206,7 @@ def build_dataset(
     drop_remainder: bool = True,
     cache_mb: int = 0,
     resize_method: str = "auto",
+    skipped: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """Batches `(images [B, H, W, 1], labels int32 [B, 3])`; B is the per-replica batch.
 
@@ -198,6 +214,8 @@ def build_dataset(
     (uint8 when not resized). `repeat=None` repeats forever when training, once otherwise.
     `resize_method`: see `resize_method_for`. `cache_mb > 0`: keep decoded images in memory when this pipeline's share fits (`cache_fits`);
     cached images are resized then rounded to uint8 (at most 0.5/255 from the uncached value).
+    `skipped` (an int64 variable): skip corrupt records instead of failing, and add to it how many
+    records each pass over a shard lost (`skip_corrupt_records`).
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
@@ -208,16 +226,22 @@ def build_dataset(
         n_pipes, pipe_id = input_context.num_input_pipelines, input_context.input_pipeline_id
     shard_files = n_pipes > 1 and len(files) >= n_pipes
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    by_record = n_pipes > 1 and not shard_files  # fewer files than pipelines: split each file's records
+    # Records each shard should hold, for the skip count (counted once when every pipeline reads every file).
+    expected = known_counts(files) if skipped is not None and not (by_record and pipe_id) else {}
+    ds = tf.data.Dataset.from_tensor_slices(
+        (files, tf.constant([expected.get(f, -1) for f in files], tf.int64))
+    )
     if shard_files:
         ds = ds.shard(n_pipes, pipe_id)
     n_files = len(files) // n_pipes if shard_files else len(files)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    by_record = n_pipes > 1 and not shard_files  # fewer files than pipelines: split each file's records
 
-    def read(f):
+    def read(f, count):
         records = tf.data.TFRecordDataset(f, compression_type=fmt.compression, buffer_size=READ_BUFFER_BYTES)
+        if skipped is not None:
+            records = skip_corrupt_records(records, count, skipped)
         return records.shard(n_pipes, pipe_id) if by_record else records
 
     ds = ds.interleave(
@@ -263,6 +287,29 @@ def build_dataset(
     return ds.with_options(opts)
 
 
+def skip_corrupt_records(records: tf.data.Dataset, count: tf.Tensor, skipped: tf.Variable) -> tf.data.Dataset:
+    """One shard's records up to its first corrupt one; at the end of each pass `count - read` (records
+    the shard should hold, from its manifest or `NN-COUNT` name, -1 unknown) is added to `skipped`.
+
+    TFRecordDataset gives up on a file at its first bad record, so what is lost is the rest of the
+    shard: the count is exact per pass whenever the shard's record count is known without reading.
+    """
+    body = records.ignore_errors().map(lambda r: (r, False))
+    ends = body.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
+
+    def tally(n, item):
+        record, end = item
+        lost = tf.where(end & (count >= 0), tf.maximum(count - n, 0), tf.constant(0, tf.int64))
+        return n + 1, (record, end, lost)
+
+    def note(record, end, lost):
+        with tf.control_dependencies([skipped.assign_add(lost)]):
+            return tf.identity(record), end
+
+    ds = ends.scan(tf.constant(0, tf.int64), tally).map(note)
+    return ds.filter(lambda record, end: tf.logical_not(end)).map(lambda record, end: record)
+
+
 def _decode_uint8(
     serialized: tf.Tensor, image_format: str, resize, method: str
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -277,26 +324,34 @@ def _decode_uint8(
 
 
 def find_corrupt_shard(files: Iterable[str]) -> tuple[str, str] | None:
-    """Read every shard fully; the first that fails and its error line, else None (error path only)."""
+    """Read every shard fully; the first that fails (or holds fewer records than its manifest or
+    `NN-COUNT` name says) and what is wrong, else None. Costs a full read: for error paths only."""
+    files = list(files)
+    counts = known_counts(files)
     for f in files:
         try:
             fmt = tfrecord.detect_format(f)
         except UserError as e:
-            return f, str(e)
+            return f, str(e).removeprefix(f"{f}: ")
         if fmt is None:
             continue
         ds = tf.data.TFRecordDataset(f, compression_type=fmt.compression).batch(256)
-        ds = ds.map(lambda s, fmt=fmt: tfrecord.parse_batch(s, fmt.image_format))
+        ds = ds.map(lambda s, fmt=fmt: tf.shape(tfrecord.parse_batch(s, fmt.image_format)[1])[0])
+        read = 0
         try:
-            for _ in ds:
-                pass
+            for n in ds:
+                read += int(n)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            return f, e.message.splitlines()[0]
+            return f, f"{error_text(e)} (after {read} good records)"
+        if f in counts and read != counts[f]:
+            return f, f"holds {read} records, {counts[f]} expected (truncated)"
     return None
 
 
-def checked_iterator(dataset: Iterable, pattern: str | None = None) -> Iterator:
-    """Iterate `dataset`; a corrupt record becomes a UserError naming the shard (found on the error path)."""
+def checked_iterator(dataset: Iterable, pattern: str | None = None, *, then: str = "") -> Iterator:
+    """Iterate `dataset` in Python; a corrupt record becomes a one-line UserError naming the shard
+    (`corrupt_data_error`, `then` appended). Iterators consumed inside a tf.function (the training
+    loop's) raise in the graph instead: the loop catches those itself."""
     it = iter(dataset)
     while True:
         try:
@@ -304,9 +359,34 @@ def checked_iterator(dataset: Iterable, pattern: str | None = None) -> Iterator:
         except StopIteration:
             return
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            bad = find_corrupt_shard(list_shards(pattern)) if pattern else None
-            if bad:
-                raise UserError(f"corrupt TFRecord shard {bad[0]}: {bad[1]}") from None
-            where = f" in {pattern}" if pattern else ""
-            raise UserError(f"corrupt TFRecord data{where}: {e.message.splitlines()[0]}") from None
+            raise corrupt_data_error(e, [pattern] if pattern else [], then=then) from None
         yield item
+
+
+def corrupt_data_error(
+    e: BaseException, patterns: Iterable[str], *, note: str = "", then: str = ""
+) -> UserError:
+    """A one-line UserError for a read error `e` of the shards of `patterns`: the shard, what is wrong,
+    `note`, how to re-create it and `then` (what else to do). Finding the shard reads every shard: error
+    paths only."""
+    patterns = list(patterns)
+    bad = find_corrupt_shard([f for p in patterns for f in list_shards(p)])
+    if bad is None:
+        where = ", ".join(patterns) or "the input"
+        return UserError(f"corrupt TFRecord data in {where}: {error_text(e)}" + (f"; {note}" if note else ""))
+    path, what = bad
+    note = f"{note}; " if note else ""
+    return UserError(f"corrupt TFRecord shard {path}: {what}; {note}{recreate_hint(path)}{then}")
+
+
+def recreate_hint(shard: str) -> str:
+    """How to re-create one shard: the `prepare` command its manifest records, else re-copy it."""
+    d = paths.dirname(shard)
+    m = read_manifest(d)
+    if m and m.get("source_csv"):
+        return (
+            f"re-create it with `python -m tpu_grapheme.prepare {m['source_csv']} {d} "
+            f"--parquet-pattern '{m.get('parquet_pattern', '')}' --shuffle-seed {m.get('shuffle_seed', 0)} "
+            f"--image-format {m.get('image_format', tfrecord.RAW)} --overwrite`"
+        )
+    return "copy or convert it again"

@@ -25,6 +25,7 @@ from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES, NUM_PIXELS
 from tpu_grapheme.errors import UserError, cli_main
 
 _RECORD_OVERHEAD = 80  # Example framing + image_id + labels, bytes
+TFRECORD_FRAMING = 16  # per record in an uncompressed TFRecord file: length (8), its CRC (4), data CRC (4)
 
 
 def _check_ids(df, files: list[str]) -> None:
@@ -130,10 +131,12 @@ def prepare(
         name: np.bincount(labels[written, h], minlength=c).tolist()
         for h, (name, c) in enumerate(zip(HEAD_NAMES, NUM_CLASSES, strict=True))
     }
+    combos, counts = np.unique(labels[written], axis=0, return_counts=True)
     return write_manifest(
         out_dir,
         image_format=image_format,
         class_counts=class_counts,
+        combination_counts=np.column_stack([combos, counts]).tolist(),
         shards=shards,
         source_csv=split_csv,
         parquet_pattern=pattern,
@@ -153,8 +156,20 @@ def _write_shards(spill_dir: str, out_dir: str, slots: list[list[int]], progress
             for i in np.argsort(slots[s], kind="stable"):
                 w.write(records[i])
         os.remove(spill)
-        shards.append({"file": name, "count": len(records), "bytes": int(tf.io.gfile.stat(path).length)})
+        shards.append({"file": name, "count": len(records), "bytes": _check_written(path, records)})
     return shards
+
+
+def _check_written(path: str, records: list[bytes]) -> int:
+    """The shard's size, checked against the bytes its records need (a stat, no read): a short write
+    or a partial upload to a bucket is caught here, not as a corrupt record hours into training."""
+    want = sum(len(r) + TFRECORD_FRAMING for r in records)
+    got = int(tf.io.gfile.stat(path).length)
+    if got != want:
+        raise UserError(
+            f"{path}: holds {got} bytes, {want} were written (truncated); run the same command again"
+        )
+    return want
 
 
 def build_parser() -> argparse.ArgumentParser:

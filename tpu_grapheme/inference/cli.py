@@ -18,11 +18,11 @@ import sys
 from collections.abc import Sequence
 
 from tpu_grapheme import ensemble, reweight
-from tpu_grapheme.data.kaggle import parquet_files
+from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.errors import UserError, cli_main
 from tpu_grapheme.inference.members import load_members
-from tpu_grapheme.inference.scoring import evaluate, format_table, prior_for, submission_frame
-from tpu_grapheme.inference.streaming import predict
+from tpu_grapheme.inference.scoring import check_prior, evaluate, format_table, prior_for, submission_frame
+from tpu_grapheme.inference.streaming import count_images, predict
 from tpu_grapheme.run_dir import META
 
 
@@ -70,6 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Fail before the work: images to predict, a readable --valid-csv, directories to write into."""
+    count_images(args.parquet_pattern)
+    if args.valid_csv:
+        if len(read_train_csv(args.valid_csv)) == 0:
+            raise UserError(f"{args.valid_csv}: no rows")
+        if args.report_json:
+            _check_out_dir(args.report_json, "--report-json")
+    else:
+        _check_out_dir(args.output, "--output")
+
+
+def _check_out_dir(path: str, flag: str) -> None:
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"{flag} directory does not exist: {out_dir}")
+
+
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -80,13 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not (0 <= args.reweight_power <= 10):
         raise UserError(f"--reweight-power must be in [0, 10], got {args.reweight_power}")
-    parquet_files(args.parquet_pattern)  # fail on an empty pattern before loading any model
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not args.valid_csv and not os.path.isdir(out_dir):
-        raise UserError(f"--output directory does not exist: {out_dir}")
+    _check_inputs(args)  # everything a file or flag can get wrong, before any model is loaded
     members = load_members(specs, resize=args.resize)
     for m in members:
         print(f"model {m.spec}: {m.source} at {m.resize[0]}x{m.resize[1]}", file=sys.stderr)
+    if args.reweight and not args.valid_csv:
+        check_prior(args.reweight_prior, members)  # before predicting the whole test set
     progress = not args.no_progress
     if args.valid_csv:
         rows = evaluate(

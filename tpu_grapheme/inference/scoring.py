@@ -27,12 +27,20 @@ def prior_for(kind: str, probs: np.ndarray, members: Sequence[Member]) -> list[n
         return None
     if kind == "test":
         return reweight.test_prior(probs)
-    if kind == "train":
-        counts = [m.class_counts for m in members if m.class_counts]
-        if not counts:
-            raise UserError(f"--reweight-prior train needs class_counts in a {META} next to the models")
-        return reweight.train_prior(counts)
-    raise UserError(f"reweight prior {kind!r} is not one of test, train")
+    check_prior(kind, members)
+    return reweight.train_prior([m.class_counts for m in members if m.class_counts])
+
+
+def check_prior(kind: str, members: Sequence[Member]) -> None:
+    """Fail before any prediction when the prior cannot be built: `train` needs a member's class counts."""
+    if kind not in PRIORS:
+        raise UserError(f"reweight prior {kind!r} is not one of {', '.join(PRIORS[1:])}")
+    if kind == "train" and not any(m.class_counts for m in members):
+        specs = ", ".join(m.spec for m in members)
+        raise UserError(
+            f"--reweight-prior train needs class_counts in a {META} next to the models ({specs}); "
+            "use --reweight-prior test"
+        )
 
 
 def submission_frame(ids: Sequence[str], labels: np.ndarray) -> pd.DataFrame:

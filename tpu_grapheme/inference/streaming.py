@@ -35,6 +35,20 @@ def _total_rows(files: Sequence[str]) -> int | None:
         return None  # the streaming pass reports the bad file with its own message
 
 
+def count_images(pattern: str) -> int:
+    """Images in the parquets of `pattern`, from their footers; zero is a UserError (checked before any
+    model is loaded, so an empty test set never becomes an empty submission)."""
+    files = parquet_files(pattern)
+    total = sum(parquet_num_rows(f) for f in files)
+    if total == 0:
+        raise _no_images(pattern, files)
+    return total
+
+
+def _no_images(pattern: str, files: Sequence[str]) -> UserError:
+    return UserError(f"no images in {pattern}: {len(files)} parquet file(s), all empty; nothing to predict")
+
+
 def iter_batches(
     files: Sequence[str], *, batch_size: int, keep: set[str] | None = None, progress: bool = True
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -78,6 +92,8 @@ def predict(
         ids.append(batch_ids)
         for m in methods:
             probs[m].append(ensemble.combine_heads(member_lp, method=m).astype(np.float32))
+    if not ids and keep is None:
+        raise _no_images(pattern, files)
     width = sum(NUM_CLASSES)
     return Predictions(
         ids=np.concatenate(ids) if ids else np.zeros(0, dtype=str),
