@@ -163,3 +163,27 @@ def test_synthetic_default_learns_in_a_ci_sized_run(tmp_path):
     result = run_training(cfg, log=lambda s: None)
     assert result.metrics["hierarchical_recall"] > 0.12, result.metrics
     assert result.metrics["recall_vowel_diacritic"] > 0.2, result.metrics
+
+
+def test_grapheme_head_run_reports_seen_and_unseen_and_loads_for_inference(synthetic_dir, tmp_path):
+    """The synthetic default holds out whole graphemes: the loop reports seen/unseen recall, trains a
+    grapheme head over the training combinations, and inference loads it from the run and a checkpoint."""
+    from tpu_grapheme.inference.members import load_member
+
+    seen: list[EvalResult] = []
+    cfg = _cfg(synthetic_dir, str(tmp_path), steps=4, grapheme_head=True, cutmix_alpha=1.0)
+    result = run_training(cfg, on_eval=seen.append, log=lambda s: None)
+    m = seen[-1].metrics
+    assert set(m) == set(REPORTED_METRICS) and m["valid_images"] == 24
+    assert 0 < m["valid_images_unseen"] < 24
+    for key in ("hierarchical_recall_seen", "hierarchical_recall_unseen", "recall_vowel_diacritic_unseen"):
+        assert 0 <= m[key] <= 1, key
+    meta = _read_json(os.path.join(result.run_dir, "model_meta.json"))
+    combos = meta["combination_counts"]
+    assert sum(row[3] for row in combos) == 96
+    for spec in (result.run_dir, os.path.join(result.run_dir, "checkpoints")):
+        member = load_member(spec)
+        assert len(member.grapheme_classes) == len(combos), spec
+        assert member.model.outputs[member.grapheme_index].shape[-1] == len(combos)
+    history = _read_json(os.path.join(result.run_dir, "history.json"))
+    assert np.isfinite(history[-1]["hierarchical_recall_unseen"])

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from tpu_grapheme.data.schema import HEAD_NAMES
 
 
+def _finite(history: Sequence[dict[str, Any]], key: str) -> tuple[list, list]:
+    """(steps, values) of the rows where `key` is a finite number (older rows lack seen/unseen keys)."""
+    rows = [h for h in history if isinstance(h.get(key), int | float) and math.isfinite(h[key])]
+    return [h["step"] for h in rows], [h[key] for h in rows]
+
+
 def plot_history(history: Sequence[dict[str, Any]], *, title: str) -> Any:
-    """A matplotlib Figure: train/valid loss (left), hierarchical and per-head recall (right)."""
+    """A matplotlib Figure: train/valid loss (left), hierarchical and per-head recall (right), with the
+    seen / unseen-grapheme hierarchical recall (dashed, dotted) when the validation split has unseen ones."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,9 +31,13 @@ def plot_history(history: Sequence[dict[str, Any]], *, title: str) -> Any:
     a.legend()
     for key in ("hierarchical_recall", *(f"recall_{n}" for n in HEAD_NAMES)):
         b.plot(steps, [h[key] for h in history], label=key, lw=2.5 if key == "hierarchical_recall" else 1)
+    for key, style in (("hierarchical_recall_seen", "--"), ("hierarchical_recall_unseen", ":")):
+        xs, ys = _finite(history, key)
+        if xs and _finite(history, "hierarchical_recall_unseen")[0]:
+            b.plot(xs, ys, style, color="black", lw=1.5, label=key)
     b.set_xlabel("step")
     b.set_ylim(0, 1)
-    b.legend()
+    b.legend(fontsize=8)
     b.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()

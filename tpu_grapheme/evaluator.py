@@ -3,17 +3,47 @@
 Validation batches are padded to a static shape (`data.inputs.padded_batches`); rows labelled -1 are
 masked out, so every validation image counts exactly once whatever the replica count. The metric is
 always the competition's (macro recall per head, 2:1:1); the loss weights only weigh `valid_loss`.
+
+Seen and unseen graphemes: given the training split's combinations (bool [168, 11, 7]), each sample is
+looked up in an in-graph table (static shape) and counted in a second and third set of confusion
+matrices, so one pass reports `hierarchical_recall` over all images (unchanged) plus
+`hierarchical_recall_seen` / `_unseen` and their per-head recalls, NaN for a group with no images
+(a validation split without unseen graphemes). A whole-grapheme head, if the model has one, is a
+fourth output the metric and `valid_loss` leave out (they score the three component heads).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tpu_grapheme import distribute, losses, metrics
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.metric_names import GROUP_SUFFIXES
+
+GROUPS = GROUP_SUFFIXES  # metric-name suffixes: all images, seen graphemes, unseen graphemes
+
+
+def combination_index(labels: tf.Tensor) -> tf.Tensor:
+    """int32 [B]: (root * 11 + vowel) * 7 + consonant of labels [B, >=3]; padding (-1) maps to 0."""
+    safe = tf.maximum(tf.cast(labels[:, :3], tf.int32), 0)
+    return (safe[:, 0] * NUM_CLASSES[1] + safe[:, 1]) * NUM_CLASSES[2] + safe[:, 2]
+
+
+def grouped_recall(cms: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
+    """Hierarchical and per-head recall per group (`GROUPS` order), NaN for a group with no images."""
+    out: dict[str, float] = {}
+    for suffix, group in zip(GROUPS, cms, strict=True):
+        if suffix and not np.asarray(group[0]).sum():
+            names = metrics.hierarchical_recall([np.eye(n) for n in NUM_CLASSES])
+            out.update({f"{k}{suffix}": math.nan for k in names})
+            continue
+        out.update({f"{k}{suffix}": v for k, v in metrics.hierarchical_recall(group).items()})
+    return out
 
 
 class Evaluator:
@@ -25,44 +55,65 @@ class Evaluator:
         strategy: tf.distribute.Strategy,
         model: keras.Model,
         head_weights: Sequence[float] = (2.0, 1.0, 1.0),
+        seen_combinations: np.ndarray | None = None,
     ) -> None:
+        """`seen_combinations`: bool [168, 11, 7] of the training split (None: every image counts as seen)."""
         self.strategy, self.model = strategy, model
         self.head_weights = tuple(float(w) for w in head_weights)
+        seen = (
+            np.ones(NUM_CLASSES, bool) if seen_combinations is None else np.asarray(seen_combinations, bool)
+        )
+        if seen.shape != NUM_CLASSES:
+            raise ValueError(f"seen_combinations must have shape {NUM_CLASSES}, got {seen.shape}")
+        self._seen = tf.constant(seen.reshape(-1).astype(np.float32))
         with strategy.scope():
             self._cms = [
-                distribute.replica_local_sum(tf.zeros([n, n]), name=f"cm_{h}")
-                for h, n in zip(HEAD_NAMES, NUM_CLASSES, strict=True)
+                [
+                    distribute.replica_local_sum(tf.zeros([n, n]), name=f"cm_{h}{g}")
+                    for h, n in zip(HEAD_NAMES, NUM_CLASSES, strict=True)
+                ]
+                for g in GROUPS
             ]
-            self._loss = distribute.replica_local_sum(tf.zeros([2]), name="valid_loss")
+            self._loss = distribute.replica_local_sum(tf.zeros([3]), name="valid_loss")
+
         self._eval_loop = tf.function(self._loop)
 
     def evaluate(self, dataset: tf.distribute.DistributedDataset, num_batches: int) -> dict[str, float]:
-        """Metrics over `num_batches` batches: hierarchical and per-head recall, valid_loss, image count."""
+        """Metrics over `num_batches` batches: hierarchical and per-head recall (all, seen, unseen),
+        valid_loss, image counts."""
         cms, loss = self._eval_loop(iter(dataset), tf.constant(num_batches))
-        out = metrics.hierarchical_recall([cm.numpy() for cm in cms])
-        total, count = loss.numpy()
+        out = grouped_recall([[cm.numpy() for cm in group] for group in cms])
+        total, count, unseen = loss.numpy()
         out["valid_loss"] = float(total / max(count, 1.0))
         out["valid_images"] = int(count)
+        out["valid_images_unseen"] = int(unseen)
         return out
 
     def _replica(self, images, labels):
-        logits = self.model(images, training=False)
+        logits = self.model(images, training=False)[: len(HEAD_NAMES)]  # not a grapheme head's
         valid = tf.cast(labels[:, 0] >= 0, tf.float32)  # padded rows carry label -1
-        for h, cm in enumerate(self._cms):
-            cm.assign(metrics.confusion_update(cm.read_value(), labels[:, h], logits[h], valid))
+        seen = tf.gather(self._seen, combination_index(labels))
+        for group, weights in zip(self._cms, (valid, valid * seen, valid * (1.0 - seen)), strict=True):
+            for h, cm in enumerate(group):
+                cm.assign(metrics.confusion_update(cm.read_value(), labels[:, h], logits[h], weights))
         safe = tf.maximum(labels, 0)
         ce = [
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe[:, h], logits=tf.cast(z, tf.float32))
             for h, z in enumerate(logits)
         ]
         weighted = losses.weighted_sum(ce, self.head_weights)
-        self._loss.assign_add(tf.stack([tf.reduce_sum(weighted * valid), tf.reduce_sum(valid)]))
+        self._loss.assign_add(
+            tf.stack(
+                [tf.reduce_sum(weighted * valid), tf.reduce_sum(valid), tf.reduce_sum(valid * (1.0 - seen))]
+            )
+        )
 
     def _loop(self, iterator, num_batches):
-        for cm in self._cms:
-            cm.assign(tf.zeros_like(cm))
-        self._loss.assign(tf.zeros([2]))
+        for group in self._cms:
+            for cm in group:
+                cm.assign(tf.zeros_like(cm))
+        self._loss.assign(tf.zeros([3]))
         for _ in tf.range(num_batches):
             images, labels = next(iterator)
             self.strategy.run(self._replica, args=(images, labels))
-        return [cm.read_value() for cm in self._cms], self._loss.read_value()
+        return [[cm.read_value() for cm in group] for group in self._cms], self._loss.read_value()

@@ -1,20 +1,28 @@
 """The metric names the training loop reports after every evaluation, and which way each is better.
 
 TensorFlow-free on purpose: the search driver checks a space's metric against it before any trial starts.
+Every evaluation reports every name; the `_seen` / `_unseen` recalls (images whose grapheme combination
+is / is not in the training split) are NaN when the validation split has no image of that group.
 """
 
 from __future__ import annotations
 
 from tpu_grapheme.data.schema import HEAD_NAMES
 
+GROUP_SUFFIXES = ("", "_seen", "_unseen")  # all validation images, seen graphemes, unseen graphemes
+
 # name -> "max" or "min" (the better direction); None: bookkeeping, not a score to optimise.
 REPORTED_METRICS: dict[str, str | None] = {
-    "hierarchical_recall": "max",
-    **{f"recall_{name}": "max" for name in HEAD_NAMES},
+    **{
+        name: "max"
+        for suffix in GROUP_SUFFIXES
+        for name in (f"hierarchical_recall{suffix}", *(f"recall_{h}{suffix}" for h in HEAD_NAMES))
+    },
     "train_loss": "min",
     "valid_loss": "min",
     "images_per_sec": "max",
     "valid_images": None,
+    "valid_images_unseen": None,
     "lr": None,
     "step": None,
     "skipped_steps": None,

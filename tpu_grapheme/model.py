@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -34,6 +35,8 @@ from tpu_grapheme.replica_random import ReplicaDropout
 from tpu_grapheme.weights import load_weights, require_file
 
 _EFFNET = re.compile(r"^b([0-7])(g?)$")
+GRAPHEME = "grapheme"  # name of the optional whole-grapheme output
+NUM_COMBINATIONS = NUM_CLASSES[0] * NUM_CLASSES[1] * NUM_CLASSES[2]  # 168 * 11 * 7 possible combinations
 # `small` trains for ~1-2k steps on a CPU: Keras' default 0.99 leaves the moving statistics far from
 # the batch statistics that early, and evaluation (inference mode) collapses to one class.
 _BN_MOMENTUM = 0.9
@@ -77,11 +80,14 @@ def build_model(
     weights: str = "",
     seed: int = 0,
     bn_updates_per_step: int = 1,
+    grapheme_classes: Sequence[int] = (),
 ) -> keras.Model:
     """Build `arch` for float32 input [B,H,W,1]; outputs [root, vowel, consonant] float32 logits.
 
     `bn_updates_per_step`: BatchNorm updates per optimizer step (the gradient-accumulation factor k);
     batch statistics stay per micro-batch, the moving statistics decay by `momentum` per optimizer step.
+    `grapheme_classes` (combination ids, root * 77 + vowel * 7 + consonant, of the graphemes seen in
+    training): adds a fourth output, `grapheme`, a softmax head over them (`GraphemeHead`).
     """
     if int(bn_updates_per_step) < 1:
         raise UserError(f"bn_updates_per_step must be >= 1, got {bn_updates_per_step}")
@@ -113,6 +119,10 @@ def build_model(
     else:
         raise UserError(f"unknown arch {arch!r}: tiny, small, b0..b7, b0g..b7g")
     outputs = _heads(features, dropout=dropout, gated=gated, seeds=seeds, seed=seed)
+    if grapheme_classes:
+        outputs.append(
+            GraphemeHead(grapheme_classes, kernel_initializer=seeds.glorot(), name=GRAPHEME)(features)
+        )
     model = keras.Model(inputs, outputs, name=f"grapheme_{arch}")
     if weights:
         load_weights(model, weights)
@@ -139,6 +149,47 @@ def _heads(features, *, dropout: float, gated: bool, seeds: _Seeds, seed: int) -
             x = layers.Multiply(name=f"{name}_gate")([x, g])
         outputs.append(layers.Dense(n, kernel_initializer=seeds.glorot(), dtype="float32", name=name)(x))
     return outputs
+
+
+def grapheme_classes(combination_counts) -> tuple[int, ...]:
+    """The grapheme head's classes: ids of the combinations with images in training, ascending.
+
+    `combination_counts`: int [168, 11, 7], or rows [root, vowel, consonant, count] (model_meta.json).
+    """
+    import numpy as np
+
+    counts = np.asarray(combination_counts, np.int64)
+    if counts.shape != NUM_CLASSES:
+        table = np.zeros(NUM_CLASSES, np.int64)
+        if counts.size:
+            np.add.at(table, tuple(counts[:, :3].T), counts[:, 3])
+        counts = table
+    return tuple(int(i) for i in np.flatnonzero(counts.reshape(-1) > 0))
+
+
+@keras.saving.register_keras_serializable(package="tpu_grapheme")
+class GraphemeHead(layers.Dense):
+    """float32 logits over whole graphemes (the 2nd-place solution's fourth head), on the pooled features.
+
+    Unit i is the grapheme combination `combinations[i]` (root * 77 + vowel * 7 + consonant), carried in
+    the layer's config, so a saved `.keras` model knows its classes without any file beside it.
+    """
+
+    def __init__(self, combinations: Sequence[int], **kwargs):
+        combos = [int(c) for c in combinations]
+        if (
+            not combos
+            or len(set(combos)) != len(combos)
+            or not all(0 <= c < NUM_COMBINATIONS for c in combos)
+        ):
+            raise ValueError(f"combinations must be distinct ids in [0, {NUM_COMBINATIONS})")
+        kwargs.pop("units", None)
+        kwargs["dtype"] = "float32"
+        super().__init__(len(combos), **kwargs)
+        self.combinations = combos
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "combinations": list(self.combinations)}
 
 
 @keras.saving.register_keras_serializable(package="tpu_grapheme")

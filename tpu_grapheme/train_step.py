@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tpu_grapheme import augment, distribute, losses
@@ -48,15 +49,23 @@ class StepConfig:
     dynamic_loss_scale: bool = False
     initial_loss_scale: float = 2.0**15
     loss_scale_growth: int = 2000
+    # Whole-grapheme head: its classes (combination ids, as `model.GraphemeHead`), empty: no such head.
+    grapheme_classes: tuple[int, ...] = ()
+    grapheme_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.per_replica_batch < 1 or self.grad_accum < 1:
             raise ValueError("per_replica_batch and grad_accum must be >= 1")
 
     @classmethod
-    def from_train_config(cls, cfg, *, jit_compile: bool, dynamic_loss_scale: bool) -> StepConfig:
-        """The step's share of a `TrainConfig` (plus what the device decides: XLA, loss scaling)."""
+    def from_train_config(
+        cls, cfg, *, jit_compile: bool, dynamic_loss_scale: bool, grapheme_classes: tuple[int, ...] = ()
+    ) -> StepConfig:
+        """The step's share of a `TrainConfig` (plus what the device decides: XLA, loss scaling, and the
+        data: the grapheme head's classes, which come from the training split)."""
         return cls(
+            grapheme_classes=tuple(grapheme_classes),  # the loop passes them only with --grapheme-head
+            grapheme_weight=cfg.grapheme_head_weight,
             per_replica_batch=cfg.batch_size,
             grad_accum=cfg.grad_accum,
             head_weights=cfg.head_weights,
@@ -78,6 +87,34 @@ class StepConfig:
     def augments(self) -> bool:
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
+    @property
+    def num_classes(self) -> tuple[int, ...]:
+        """Classes per head the targets have: the three components, then the grapheme head's, if any."""
+        return NUM_CLASSES + ((len(self.grapheme_classes),) if self.grapheme_classes else ())
+
+    @property
+    def loss_weights(self) -> tuple[float, ...]:
+        """Loss weight per head, in `num_classes` order."""
+        return tuple(self.head_weights) + ((self.grapheme_weight,) if self.grapheme_classes else ())
+
+
+def grapheme_lookup(classes: tuple[int, ...]) -> tf.Tensor:
+    """int32 [168 * 11 * 7]: the grapheme head's class of each combination id, -1 where it has none.
+
+    -1 one-hot encodes to an all-zero target, so a combination outside the head (none in training,
+    whose data defines the classes) adds no grapheme loss.
+    """
+    table = np.full(int(np.prod(NUM_CLASSES)), -1, np.int32)
+    table[np.asarray(classes, np.int64)] = np.arange(len(classes), dtype=np.int32)
+    return tf.constant(table)
+
+
+def with_grapheme_labels(labels: tf.Tensor, lookup: tf.Tensor) -> tf.Tensor:
+    """labels [B, 3] -> [B, 4]: the grapheme head's class index appended (static shapes, in-graph)."""
+    labels = tf.cast(labels, tf.int32)
+    index = (labels[:, 0] * NUM_CLASSES[1] + labels[:, 1]) * NUM_CLASSES[2] + labels[:, 2]
+    return tf.concat([labels, tf.gather(lookup, index)[:, None]], axis=1)
+
 
 class TrainStep:
     """Owns the step's state (global step, loss scale) and the compiled host loop."""
@@ -96,6 +133,7 @@ class TrainStep:
         self.config = config
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = config.per_replica_batch * self.replicas * config.grad_accum
+        self._grapheme_lookup = grapheme_lookup(config.grapheme_classes) if config.grapheme_classes else None
         with strategy.scope():
             optimizer.build(model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -155,26 +193,29 @@ class TrainStep:
             cutmix_alpha=c.cutmix_alpha,
             mix_prob=c.mix_prob,
             cutmix_share=c.cutmix_share,
+            num_classes=c.num_classes,
             label_smoothing=c.label_smoothing,
             fold_lambda=c.fold_lambda,
         )
 
     def _micro_grads(self, images, labels, seed):
         c = self.config
+        if self._grapheme_lookup is not None:  # the grapheme head's target is mixed like the others
+            labels = with_grapheme_labels(labels, self._grapheme_lookup)
         if c.augments:
             images, targets = self._augment(images, labels, seed)
         else:
             targets = augment.one_hot_targets(
-                labels, num_classes=NUM_CLASSES, label_smoothing=c.label_smoothing
+                labels, num_classes=c.num_classes, label_smoothing=c.label_smoothing
             )
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             parts = losses.head_losses(targets, logits, global_batch_size=self.global_batch)
-            loss = losses.weighted_sum(parts, c.head_weights)
+            loss = losses.weighted_sum(parts, c.loss_weights)
             scaled = loss * self.loss_scale if c.dynamic_loss_scale else loss
         grads = tape.gradient(scaled, variables)
-        stats = tf.stack([loss, *parts])
+        stats = tf.stack([loss, *parts[: len(HEAD_NAMES)]])  # the summary reports the component heads
         return grads, stats
 
     def _accumulate_grads(self, images, labels):

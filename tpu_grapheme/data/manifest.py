@@ -31,8 +31,13 @@ def write_manifest(
     source_csv: str,
     parquet_pattern: str,
     shuffle_seed: int,
+    combination_counts: Sequence[Sequence[int]] | None = None,
 ) -> dict:
-    """Write `out_dir/manifest.json` for `shards` (dicts of file, count, bytes); returns the manifest."""
+    """Write `out_dir/manifest.json` for `shards` (dicts of file, count, bytes); returns the manifest.
+
+    `combination_counts`: [root, vowel, consonant, count] per grapheme combination of the split (which
+    validation graphemes are unseen is decided from the training split's); older manifests lack it.
+    """
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "format": "tpu_grapheme",
@@ -43,6 +48,11 @@ def write_manifest(
         "labels": list(HEAD_NAMES),
         # per-head label counts of this split: the training prior that inference's reweight can use
         "class_counts": class_counts,
+        **(
+            {"combination_counts": [list(map(int, c)) for c in combination_counts]}
+            if combination_counts
+            else {}
+        ),
         "total": int(sum(s["count"] for s in shards)),
         "total_bytes": int(sum(s["bytes"] for s in shards)),
         "shards": list(shards),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tpu_grapheme.data.classmap import CONSONANTS, ROOTS, class_map_frame, compose
+from tpu_grapheme.data.classmap import CONSONANTS, ROOTS, VOWELS, class_map_frame, compose
 from tpu_grapheme.data.render import (
     DEFAULT_DISTORTION,
     SPLITS,
@@ -31,6 +31,7 @@ DEFAULT_IMBALANCE = 0.3  # max/min root frequency = 100**imbalance: 0 uniform, 0
 DEFAULT_TEST_ROWS = 12  # Kaggle's public test.csv has 12 images
 DEFAULT_PARQUET_FILES = 4  # Kaggle splits train (and test) images over 4 parquets
 CHUNK_ROWS = 128  # rows per worker task
+COMBOS_PER_ROOT = 8  # graphemes per root in `grapheme_set` (the real train.csv: 1,295 over 168 roots)
 
 
 # Joint (vowel, consonant) counts of the real train.csv (rows: vowel 0..10, columns: consonant 0..6);
@@ -98,16 +99,46 @@ def vc_prior(imbalance: float) -> np.ndarray:
     return p / p.sum()
 
 
+def grapheme_set(imbalance: float) -> np.ndarray:
+    """Bool [168, 11, 7]: the fixed set of combinations the data set uses (~1,250; the real train: 1,295).
+
+    Each root gets the bare form plus up to COMBOS_PER_ROOT - 1 allowed (vowel, consonant) pairs drawn
+    by the joint prior with a fixed seed, then every vowel and consonant is given at least one root.
+    Without a fixed set, 16,000 rows would spread over ~5,000 combinations, most seen once, and a
+    held-out (unseen) combination would be no different from a rare one.
+    """
+    rng = np.random.default_rng(20200116)  # fixed: the set never depends on the data set's seed
+    vc = vc_prior(imbalance).ravel()
+    chosen = np.zeros((len(ROOTS), vc.size), bool)
+    for r in range(len(ROOTS)):
+        ok = allowed_combos(r).ravel()
+        chosen[r, 0] = True
+        p = vc * ok
+        p[0] = 0.0
+        k = min(COMBOS_PER_ROOT - 1, int((p > 0).sum()))
+        if k:
+            chosen[r, rng.choice(vc.size, size=k, replace=False, p=p / p.sum())] = True
+    chosen = chosen.reshape(len(ROOTS), len(VOWELS), len(CONSONANTS))
+    for head in (1, 2):  # a component with no combination could never be learnt
+        for value in range(chosen.shape[head]):
+            if not chosen.take(value, axis=head).any():
+                allowed = np.array([allowed_combos(r).take(value, axis=head - 1) for r in range(len(ROOTS))])
+                r, other = np.argwhere(allowed)[rng.integers(int(allowed.sum()))]
+                chosen[(r, value, other) if head == 1 else (r, other, value)] = True
+    return chosen
+
+
 def sample_labels(rows: int, *, seed: int, split: str, imbalance: float) -> np.ndarray:
-    """int64 [rows, 3] (root, vowel, consonant), vectorised and deterministic for (seed, split)."""
+    """int64 [rows, 3] (root, vowel, consonant) from `grapheme_set`, deterministic for (seed, split)."""
     rng = np.random.default_rng([seed, SPLITS[split], 7])
     roots = rng.choice(len(ROOTS), size=rows, p=root_prior(imbalance))
     vc = vc_prior(imbalance).ravel()
+    combos = grapheme_set(imbalance).reshape(len(ROOTS), -1)
     labels = np.zeros((rows, 3), np.int64)
     labels[:, 0] = roots
     u = rng.random(rows)
     for r in np.unique(roots):
-        p = vc * allowed_combos(int(r)).ravel()
+        p = vc * combos[int(r)]
         cdf = np.cumsum(p / p.sum())
         idx = np.flatnonzero(roots == r)
         flat = np.minimum(np.searchsorted(cdf, u[idx], side="right"), len(cdf) - 1)

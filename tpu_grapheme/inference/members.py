@@ -15,7 +15,10 @@ import numpy as np
 
 from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, WIDTH
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.run_dir import BEST_MODEL, CHECKPOINTS, CONFIG, RunDir
+from tpu_grapheme.graphemes import mix_heads, seen_ids
+from tpu_grapheme.run_dir import BEST_MODEL, CHECKPOINTS, CONFIG, META, RunDir
+
+GRAPHEME = "grapheme"  # the optional whole-grapheme output (`model.GRAPHEME`; no Keras import here)
 
 
 @dataclasses.dataclass
@@ -29,13 +32,25 @@ class Member:
     class_counts: dict[str, list[int]] | None
     head_order: tuple[int, ...]  # model output index for each of HEAD_NAMES
     resize_method: str = "auto"  # the training pipeline's (model_meta.json)
+    grapheme_index: int | None = None  # model output index of a whole-grapheme head, if it has one
+    grapheme_classes: tuple[int, ...] = ()  # that head's combination ids (`model.GraphemeHead`)
+    seen_graphemes: tuple[int, ...] | None = None  # training combination ids (model_meta.json or head)
     _fn: Callable | None = dataclasses.field(default=None, repr=False)
 
-    def log_probs(self, images: np.ndarray) -> list[np.ndarray]:
-        """Per-head log-probabilities [n, C] (float32) for raw uint8 images [n, 137, 236]."""
+    def log_probs(self, images: np.ndarray, *, grapheme_mix: float = 0.0) -> list[np.ndarray]:
+        """Per-head log-probabilities [n, C] (float32) for raw uint8 images [n, 137, 236].
+
+        `grapheme_mix` W > 0 with a grapheme head: each head's probabilities become (1 - W) x its own +
+        W x the grapheme head's marginal (`graphemes.mix_heads`); without such a head it changes nothing.
+        """
         if self._fn is None:
-            self._fn = _predict_fn(self.model, self.resize, self.head_order, self.resize_method)
-        return [t.numpy() for t in self._fn(images)]
+            order = self.head_order + (() if self.grapheme_index is None else (self.grapheme_index,))
+            self._fn = _predict_fn(self.model, self.resize, order, self.resize_method)
+        out = [t.numpy() for t in self._fn(images)]
+        if self.grapheme_index is None or grapheme_mix <= 0:
+            return out[: len(HEAD_NAMES)]
+        mixed = mix_heads([np.exp(lp) for lp in out[:3]], np.exp(out[3]), self.grapheme_classes, grapheme_mix)
+        return [np.log(np.maximum(p, 1e-30)).astype(np.float32) for p in mixed]
 
 
 def preprocess(images, resize: tuple[int, int], method: str = "auto"):
@@ -60,7 +75,7 @@ def _predict_fn(model, resize: tuple[int, int], head_order: Sequence[int], metho
     def fn(images):
         outputs = model(preprocess(images, resize, method), training=False)
         if isinstance(outputs, dict):
-            outputs = [outputs[name] for name in HEAD_NAMES]
+            outputs = [outputs[name] for name in (*HEAD_NAMES, GRAPHEME)[: len(head_order)]]
         else:
             outputs = [outputs[i] for i in head_order]
         return [tf.nn.log_softmax(tf.cast(o, tf.float32), axis=-1) for o in outputs]
@@ -121,17 +136,28 @@ def _load_keras(path: str):
         raise UserError(f"cannot load model {path}: {_first_line(e)}") from None
 
 
-def _restore_checkpoint(prefix: str, run_dir: str):
+def _restore_checkpoint(prefix: str, run_dir: str, meta: dict):
     import tensorflow as tf
 
     from tpu_grapheme.config import from_dict, load_yaml
-    from tpu_grapheme.model import build_model
+    from tpu_grapheme.model import build_model, grapheme_classes
 
     cfg_path = os.path.join(run_dir, CONFIG)
     if not os.path.isfile(cfg_path):
         raise UserError(f"checkpoint {prefix}: no {CONFIG} in {run_dir} to rebuild the model from")
     cfg = from_dict(load_yaml(cfg_path))
-    model = build_model(arch=cfg.arch, input_shape=(*cfg.resize, 1), dropout=cfg.dropout, seed=cfg.seed)
+    classes = ()
+    if getattr(cfg, "grapheme_head", False):  # its classes: the training combinations the meta records
+        if not meta.get("combination_counts"):
+            raise UserError(f"checkpoint {prefix}: a grapheme head needs combination_counts in {META}")
+        classes = grapheme_classes(meta["combination_counts"])
+    model = build_model(
+        arch=cfg.arch,
+        input_shape=(*cfg.resize, 1),
+        dropout=cfg.dropout,
+        seed=cfg.seed,
+        grapheme_classes=classes,
+    )
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
         status.assert_existing_objects_matched()
@@ -141,7 +167,8 @@ def _restore_checkpoint(prefix: str, run_dir: str):
 
 
 def check_model(model, where: str, resize: tuple[int, int] | None) -> tuple[tuple[int, int], tuple[int, ...]]:
-    """Check one image input (H, W, 1) and the three named logit heads; return (resize, head order)."""
+    """Check one image input (H, W, 1) and the three named logit heads (and an optional `grapheme` head);
+    return (resize, head order)."""
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) != 1:
         raise UserError(f"model {where}: needs exactly one image input, has {len(inputs)}")
@@ -157,7 +184,9 @@ def check_model(model, where: str, resize: tuple[int, int] | None) -> tuple[tupl
         raise UserError(f"model {where}: input is {h}x{w} but resize is {resize[0]}x{resize[1]}")
     names = list(getattr(model, "output_names", None) or [])
     outputs = list(getattr(model, "outputs", None) or [])
-    if sorted(names) != sorted(HEAD_NAMES) or len(outputs) != len(HEAD_NAMES):
+    extra = 1 if GRAPHEME in names else 0  # a whole-grapheme head, checked in `_grapheme_head`
+    heads = [n for n in names if n != GRAPHEME]
+    if sorted(heads) != sorted(HEAD_NAMES) or len(outputs) != len(HEAD_NAMES) + extra:
         raise UserError(
             f"model {where}: outputs {names or len(outputs)} are not the heads {', '.join(HEAD_NAMES)}"
         )
@@ -176,11 +205,17 @@ def load_member(spec: str, *, resize: tuple[int, int] | None = None) -> Member:
     if kind == "keras":
         model, own_resize, method = _load_keras(path), None, "auto"
     else:
-        model, own_resize, method = _restore_checkpoint(path, run_dir)
+        model, own_resize, method = _restore_checkpoint(path, run_dir, meta or {})
     meta = meta or {}
     chosen = resize or meta.get("resize") or own_resize
     chosen, order = check_model(model, spec, tuple(chosen) if chosen else None)
+    index, classes = _grapheme_head(model, spec)
+    rows = meta.get("combination_counts")
+    seen = tuple(int(i) for i in seen_ids(rows)) if rows else (classes or None)
     return Member(
+        grapheme_index=index,
+        grapheme_classes=classes,
+        seen_graphemes=seen,
         spec=spec,
         source=path,
         model=model,
@@ -189,6 +224,19 @@ def load_member(spec: str, *, resize: tuple[int, int] | None = None) -> Member:
         head_order=order,
         resize_method=meta.get("resize_method", method),  # as the model was trained
     )
+
+
+def _grapheme_head(model, where: str) -> tuple[int | None, tuple[int, ...]]:
+    """(output index, combination ids) of the model's whole-grapheme head, or (None, ()) without one."""
+    names = list(getattr(model, "output_names", None) or [])
+    if GRAPHEME not in names:
+        return None, ()
+    index = names.index(GRAPHEME)
+    classes = tuple(int(c) for c in getattr(model.get_layer(GRAPHEME), "combinations", ()))
+    got = tuple(model.outputs[index].shape)
+    if not classes or got[1:] != (len(classes),):
+        raise UserError(f"model {where}: grapheme head has shape {got[1:]} for {len(classes)} graphemes")
+    return index, classes
 
 
 def load_members(specs: Sequence[str], *, resize: tuple[int, int] | None = None) -> list[Member]:
