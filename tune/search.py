@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -114,6 +115,42 @@ def report(trials: list[TrialSummary], space: SearchSpace, out_dir: str) -> dict
     return out
 
 
+class StopLikeCtrlC:
+    """SIGTERM (a preempted head VM, a scheduler's timeout) and Ctrl-C both take Ray Tune's graceful stop:
+    the trials stop (each keeps the checkpoint of its last evaluation), the experiment state is saved,
+    and `interrupted` tells `main` to print the `--resume` command (Ray marks interrupted trials
+    TERMINATED in memory, so their statuses cannot tell). Ray's own SIGINT handler is switched off and
+    its SIGUSR1 one (the same stop) raised instead; a second signal stops at once. Installed just before
+    `fit`, after TensorFlow and Ray are imported: TensorFlow's absl failure handler would otherwise dump
+    a stack trace on SIGTERM and end the process."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous: dict[int, Any] = {}
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+
+    def __enter__(self) -> StopLikeCtrlC:
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self._env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        ray_stop = signal.getsignal(signal.SIGUSR1)
+        if self.interrupted or not callable(ray_stop):  # a second signal, or Ray's loop not running yet
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self.interrupted = True
+        signal.raise_signal(signal.SIGUSR1)
+
+
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -141,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             storage.save_spec(exp, space, name=name, max_failures=max_failures)
             search = tuner.build_tuner(space, trainable, storage=root, name=name, max_failures=max_failures)
-        grid = search.fit()
+        with StopLikeCtrlC() as stop:
+            grid = search.fit()
         trials = summarize(
             grid, metric=space.metric, param_names=list(space.params), target_steps=space.steps
         )
@@ -151,11 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     local = exp if not paths.is_uri(exp) else os.path.abspath(os.path.join(storage.DEFAULT_STORAGE, name))
     report(trials, space, local)
     pending = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-    if pending or len(trials) < space.trials:
+    if stop.interrupted or pending or len(trials) < space.trials:
         resume = f"python -m tune.search --resume --storage {root} --name {name}"
-        print(
-            f"interrupted: {len(trials) - len(pending)} of {space.trials} trials ended; continue with: {resume}"
-        )
+        ended = len(trials) - len(pending)
+        if stop.interrupted:  # Ray reports a stopped trial as ended: count the ones that reached the end
+            ended = sum(t.status == "ERROR" or t.last_step >= space.steps for t in trials)
+        print(f"interrupted: {ended} of {space.trials} trials ended; continue with: {resume}")
         return EXIT_INTERRUPTED
     return 0
 
