@@ -64,6 +64,11 @@ class TrainConfig:
         "backbone weights (local or gs://; never downloaded): a Keras-applications or efficientnet-package "
         "(noisy-student) EfficientNet file, or one of our .keras models (warm start, heads too when they fit)",
     )
+    grapheme_head: bool = _f(
+        False,
+        "add a fourth softmax over the grapheme combinations seen in training (the 2nd place's head); "
+        "inference can mix it into the three heads (--grapheme-head-mix)",
+    )
     # --- optimisation -----------------------------------------------------------------------
     batch_size: int = _f(128, "micro-batch size per replica (global batch = batch_size x replicas)")
     grad_accum: int = _f(1, "micro-batches accumulated per optimizer step")
@@ -88,6 +93,7 @@ class TrainConfig:
     lookahead_alpha: float = _f(0.5, "Lookahead: slow-weights step alpha (ranger)")
     label_smoothing: float = _f(0.0, "label smoothing on the soft targets")
     head_weights: tuple[float, float, float] = _f((2.0, 1.0, 1.0), "loss weights root,vowel,consonant")
+    grapheme_head_weight: float = _f(1.0, "loss weight of the whole-grapheme head (with --grapheme-head)")
     # --- augmentation -----------------------------------------------------------------------
     mixup_alpha: float = _f(-1.0, "MixUp Beta(alpha, alpha) concentration; <= 0 disables")
     cutmix_alpha: float = _f(-1.0, "CutMix Beta(alpha, alpha) concentration; <= 0 disables")
@@ -114,8 +120,8 @@ class TrainConfig:
     deterministic: bool = _f(
         False,
         "same command, same weights (bit-identical on one machine): TensorFlow op determinism and a "
-        "fixed-order input pipeline; costs throughput (see benchmarks/determinism.py), and ops with no "
-        "deterministic kernel raise",
+        "fixed-order input pipeline; costs up to ~7%% of images/s when input-bound (2-core CPU: 0.93x tiny "
+        "arch, 1.10x small: noise; benchmarks/determinism.py), more on GPU; ops with no deterministic kernel raise",
     )
     # --- loop, logging, output --------------------------------------------------------------
     checkpoint_interval: int = _f(250, "steps between evaluation + checkpoint")
@@ -286,10 +292,11 @@ def _validate(c: TrainConfig) -> None:
         all(w >= 0 for w in c.head_weights) and sum(c.head_weights) > 0,
         f"head_weights must be >= 0 and not all 0, got {c.head_weights}",
     )
+    _check(c.grapheme_head_weight >= 0, f"grapheme_head_weight must be >= 0, got {c.grapheme_head_weight}")
     _check(c.loss_scale >= 1 and c.loss_scale_growth >= 1, "loss_scale and loss_scale_growth must be >= 1")
     _check(c.weights == "" or c.arch not in ("tiny", "small"), "--weights is for EfficientNet archs only")
     _check(c.max_failures >= -1, f"max_failures must be >= -1 (-1: no limit), got {c.max_failures}")
-    _check(c.cpus_per_worker >= 0 and c.gpus_per_worker >= 0, "cpus_per_worker and gpus_per_worker must be >= 0")
+    _check(c.cpus_per_worker >= 0 and c.gpus_per_worker >= 0, "cpus/gpus_per_worker must be >= 0")
     _check(
         c.workers == 1 or c.strategy in ("auto", "multiworker"),
         f"workers={c.workers} trains under the multiworker strategy, not --strategy {c.strategy}",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -22,12 +24,18 @@ import tensorflow as tf
 
 from tpu_grapheme import distribute, optimizers, schedules
 from tpu_grapheme.config import TrainConfig, to_yaml
-from tpu_grapheme.data.inputs import InputConfig, RunInputs, class_counts
+from tpu_grapheme.data.inputs import (
+    InputConfig,
+    RunInputs,
+    class_counts,
+    combination_counts,
+    combination_rows,
+)
 from tpu_grapheme.data.schema import HEAD_NAMES
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.interrupts import GracefulStop
-from tpu_grapheme.model import build_model
+from tpu_grapheme.model import build_model, grapheme_classes
 from tpu_grapheme.progress import Throughput, fmt_time
 from tpu_grapheme.run_dir import BEST_MODEL, FINAL_MODEL, RunDir
 from tpu_grapheme.synthetic_default import data_patterns
@@ -58,8 +66,13 @@ class _Controller:
 
     def __init__(self, cfg: TrainConfig, *, on_eval, log, stop: GracefulStop) -> None:
         self.cfg, self.on_eval, self.log, self.stop = cfg, on_eval, log, stop
+        if cfg.deterministic:
+            _enable_determinism(cfg.seed)
         self.strategy = distribute.resolve_strategy(cfg.strategy, tpu=cfg.tpu, cpu_replicas=cfg.cpu_replicas)
         self.kind = distribute.device_kind(self.strategy)
+        # Multi-worker: every worker runs this loop; only the chief writes the run dir. Checkpoint saves
+        # are collective, so the others save too, into a temporary dir; all restore from the chief's.
+        self.chief = distribute.is_chief(self.strategy)
         self.precision = distribute.set_precision_policy(cfg.mixed_precision, self.kind)
         self.jit = distribute.resolve_jit(cfg.jit_compile, self.kind)
         train, valid = data_patterns(cfg, log)
@@ -68,7 +81,11 @@ class _Controller:
             config=InputConfig.from_train_config(cfg, train_pattern=train, valid_pattern=valid),
         )
         self.run_dir = RunDir(cfg.run_dir)
-        self.run_dir.create()
+        if self.chief:
+            self.run_dir.create()
+        # Training graphemes: which validation images are unseen, and the grapheme head's classes.
+        self.combinations = combination_counts(train, skip_corrupt=cfg.skip_corrupt)
+        head_classes = grapheme_classes(self.combinations) if cfg.grapheme_head else ()
         with self.strategy.scope():
             self.model = build_model(
                 arch=cfg.arch,
@@ -77,25 +94,33 @@ class _Controller:
                 weights=cfg.weights,
                 seed=cfg.seed,
                 bn_updates_per_step=cfg.grad_accum,
+                grapheme_classes=head_classes,
             )
             self.optimizer = optimizers.build_optimizer(
                 optimizers.OptimizerOptions.from_train_config(cfg),
                 schedules.build_schedule(schedules.ScheduleOptions.from_train_config(cfg)),
             )
             step_config = StepConfig.from_train_config(
-                cfg, jit_compile=self.jit, dynamic_loss_scale=self.precision == "float16"
+                cfg,
+                jit_compile=self.jit,
+                dynamic_loss_scale=self.precision == "float16",
+                grapheme_classes=head_classes,
             )
             self.step = TrainStep(
                 strategy=self.strategy, model=self.model, optimizer=self.optimizer, config=step_config
             )
             self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_metric")
-        self.evaluator = Evaluator(strategy=self.strategy, model=self.model, head_weights=cfg.head_weights)
+        self.evaluator = Evaluator(
+            strategy=self.strategy,
+            model=self.model,
+            head_weights=cfg.head_weights,
+            seen_combinations=self.combinations > 0,
+        )
         self.ckpt = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, best_metric=self.best, **self.step.checkpoint_items()
         )
-        self.manager = tf.train.CheckpointManager(
-            self.ckpt, self.run_dir.checkpoints, max_to_keep=cfg.keep_checkpoints
-        )
+        ckpt_dir = self.run_dir.checkpoints if self.chief else tempfile.mkdtemp(prefix="worker_ckpt_")
+        self.manager = tf.train.CheckpointManager(self.ckpt, ckpt_dir, max_to_keep=cfg.keep_checkpoints)
         self.history: list[dict] = []
 
     @property
@@ -106,35 +131,50 @@ class _Controller:
         with self.stop.critical():
             return self.manager.save(checkpoint_number=self.global_step)
 
+    def save_unsaved(self) -> str | None:
+        """Save a checkpoint of the current step unless it is the latest already (or step 0)."""
+        step, latest = self.global_step, tf.train.latest_checkpoint(self.run_dir.checkpoints)
+        if step > 0 and (latest is None or not latest.endswith(f"-{step}")):
+            return self.save_checkpoint()
+        return None
+
     def evaluate(self) -> dict[str, float]:
         return self.evaluator.evaluate(*self.inputs.valid_dataset())
 
     # --- main -------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, log = self.cfg, self.log
-        if latest := self.manager.latest_checkpoint:
+        if latest := tf.train.latest_checkpoint(self.run_dir.checkpoints):
             self.ckpt.restore(latest).assert_existing_objects_matched()
             log(f"resumed from {latest} at step {self.global_step}")
         start = self.global_step
         self.history = self.run_dir.read_history(up_to_step=start)
-        self.run_dir.write_config(to_yaml(cfg))
-        self._write_meta()
+        if self.chief:
+            self.run_dir.write_config(to_yaml(cfg))
+            self._write_meta()
         self._log_start(start)
-        writer = tf.summary.create_file_writer(self.run_dir.tensorboard)
+        writer = (
+            tf.summary.create_file_writer(self.run_dir.tensorboard)
+            if self.chief
+            else tf.summary.create_noop_writer()
+        )
         t_start = time.time()
         last = self._train(start, writer) if start < cfg.steps else {}
         if not last:  # nothing left to train: report the restored model
             last = self.evaluate()
+        final_path, plot = self.run_dir.final_model, None
         with self.stop.critical():
-            final_path = self.run_dir.save_model(self.model, FINAL_MODEL)
-            if not tf.io.gfile.exists(self.run_dir.best_model):
-                self.run_dir.save_model(self.model, BEST_MODEL)
-            plot = self.run_dir.write_curves(self.history)
+            if self.chief:
+                self.run_dir.save_model(self.model, FINAL_MODEL)
+                if not tf.io.gfile.exists(self.run_dir.best_model):
+                    self.run_dir.save_model(self.model, BEST_MODEL)
+                plot = self.run_dir.write_curves(self.history)
         best = max(self.history, key=lambda h: h["hierarchical_recall"]) if self.history else last
         log(f"training done in {fmt_time(time.time() - t_start)}" + (f"; curves: {plot}" if plot else ""))
         log(
             f"hierarchical_recall={last['hierarchical_recall']:.4f} "
             + " ".join(f"{n}={last[f'recall_{n}']:.4f}" for n in HEAD_NAMES)
+            + _seen_unseen(last, "=")
         )
         return TrainResult(last, best, self.run_dir.path, final_path, self.run_dir.best_model)
 
@@ -198,7 +238,8 @@ class _Controller:
             arch=self.cfg.arch,
             resize=self.cfg.resize,
             resize_method=self.cfg.resize_method,
-            class_counts=class_counts(self.inputs.config.train_pattern),
+            class_counts=class_counts(self.inputs.config.train_pattern, skip_corrupt=self.cfg.skip_corrupt),
+            combination_counts=combination_rows(self.combinations),
         )
 
     def _summaries(self, writer, step: int, loss: float | None, lr: float, rate: float) -> None:
@@ -230,30 +271,50 @@ class _Controller:
             step=step,
             skipped_steps=int(self.step.skipped_steps.numpy()),
         )
+        if self.cfg.skip_corrupt:
+            m["skipped_records"] = self.inputs.skipped_records
+        self.inputs.check_evaluated(m["valid_images"], step=step)
         improved = m["hierarchical_recall"] > float(self.best.numpy())
         with self.stop.critical():  # checkpoint, best model and history stay consistent
             if improved:
                 self.best.assign(m["hierarchical_recall"])
             path = self.manager.save(checkpoint_number=step)
-            if improved:
+            if improved and self.chief:
                 self.run_dir.save_model(self.model, BEST_MODEL)
             self.history.append(m)
-            self.run_dir.write_history(self.history)
+            if self.chief:
+                self.run_dir.write_history(self.history)
         with writer.as_default(step=step):
             for key, value in m.items():
-                if key.startswith("recall") or key in ("hierarchical_recall", "valid_loss"):
+                scored = key.startswith(("recall", "hierarchical_recall")) or key == "valid_loss"
+                if scored and math.isfinite(value):  # no unseen images: no unseen curve
                     tf.summary.scalar(f"valid/{key}", value)
         writer.flush()
         self.log(
             f"eval step {step}: hierarchical_recall {m['hierarchical_recall']:.4f} "
             + " ".join(f"{n.split('_')[0]} {m[f'recall_{n}']:.4f}" for n in HEAD_NAMES)
+            + _seen_unseen(m, " ")
             + f"  valid_loss {m['valid_loss']:.4f}  ({time.time() - t0:.1f}s; saved {path.rsplit('/', 1)[-1]}"
             + (", new best" if improved else "")
             + ")"
+            + (f"  {m['skipped_records']} corrupt records skipped so far" if m.get("skipped_records") else "")
         )
         if self.on_eval is not None:
             self.on_eval(EvalResult(step, {k: float(v) for k, v in m.items()}, self.run_dir.checkpoints))
         return m
+
+
+def _seen_unseen(m: dict, sep: str) -> str:
+    """` seen<sep>0.9 unseen<sep>0.5` for the log when the validation split has unseen graphemes, else ""."""
+    if not math.isfinite(m.get("hierarchical_recall_unseen", math.nan)):
+        return ""
+    return f"  seen{sep}{m['hierarchical_recall_seen']:.4f} unseen{sep}{m['hierarchical_recall_unseen']:.4f}"
+
+
+def _enable_determinism(seed: int) -> None:
+    """Same command, same weights: seeded Python/NumPy/TF RNGs and deterministic TF kernels (process-wide)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def _next_multiple(step: int, interval: int) -> int:
@@ -269,15 +330,22 @@ def run_training(
     """Train `cfg` to `cfg.steps`, resuming from its run dir; returns final and best metrics.
 
     SIGTERM (preemption, `kill`) and Ctrl-C save a checkpoint and re-raise KeyboardInterrupt; a signal
-    that arrives while a checkpoint or model is being written waits until the write is complete.
+    that arrives while a checkpoint or model is being written waits until the write is complete. A corrupt
+    record (without `skip_corrupt`) saves a checkpoint too, then raises a UserError naming the shard.
     """
     with GracefulStop() as stop:
         controller = _Controller(cfg, on_eval=on_eval, log=log, stop=stop)
         try:
             return controller.run()
         except KeyboardInterrupt:
-            step, latest = controller.global_step, controller.manager.latest_checkpoint
-            if step > 0 and (latest is None or not latest.endswith(f"-{step}")):
-                path = controller.save_checkpoint()
+            if path := controller.save_unsaved():
+                step = controller.global_step
                 log(f"interrupted: saved {path}; run the same command again to resume at step {step}")
             raise
+        except tf.errors.DataLossError as e:  # a corrupt shard: keep the work done, then name the shard
+            controller.save_unsaved()
+            log("locating the corrupt shard (reads every shard once)")
+            raise controller.inputs.corrupt_data_error(e, step=controller.global_step) from None
+        finally:
+            if not controller.chief:  # a non-chief worker's checkpoints only served the collective save
+                shutil.rmtree(controller.manager.directory, ignore_errors=True)

@@ -7,6 +7,7 @@
         config.yaml           the TrainConfig the run was started with
         history.json          one metrics row per evaluation
         training_curves.png   history as a plot;  tensorboard/  summaries
+        ray_train/            Ray Train's run state of a multi-worker training (`--workers N`)
 
 Local paths and `gs://` URIs alike (through tf.io.gfile). Every write is atomic: a temporary next to
 the target, then a rename, so a kill leaves the previous file or the new one, never half of one.
@@ -32,6 +33,7 @@ CONFIG = "config.yaml"
 HISTORY = "history.json"
 CURVES = "training_curves.png"
 TENSORBOARD = "tensorboard"
+RAY_TRAIN = "ray_train"
 META_SCHEMA_VERSION = 1
 _TMP = ".tmp-"  # infix of in-flight temporaries: `<name>.tmp-<pid>[.keras]`
 
@@ -65,6 +67,10 @@ class RunDir:
     def curves(self) -> str:
         return self.file(CURVES)
 
+    @property
+    def ray_train(self) -> str:
+        return self.file(RAY_TRAIN)
+
     # --- lifecycle --------------------------------------------------------------------------------
     def create(self) -> None:
         """Make the dir and drop temporaries a killed run left behind (never a finished file)."""
@@ -86,8 +92,11 @@ class RunDir:
         resize: Sequence[int],
         class_counts: dict[str, list[int]] | None,
         resize_method: str = "auto",
+        combination_counts: Sequence[Sequence[int]] | None = None,
     ) -> None:
-        """What inference needs beside the model: input size and preprocessing, training class counts."""
+        """What inference needs beside the model: input size and preprocessing, training class counts,
+        and the training split's grapheme combinations ([root, vowel, consonant, images] each: which
+        graphemes are unseen, the grapheme head's classes on a checkpoint rebuild; older metas lack it)."""
         from tpu_grapheme.data import pipeline
 
         meta = {
@@ -98,6 +107,8 @@ class RunDir:
             "class_counts": class_counts,
             "normalization": {"invert": True, "mean": pipeline.MEAN, "std": pipeline.STD},
         }
+        if combination_counts is not None:
+            meta["combination_counts"] = [[int(v) for v in row] for row in combination_counts]
         write_text_atomic(self.file(META), json.dumps(meta))
 
     def read_meta(self) -> dict[str, Any] | None:
@@ -196,6 +207,9 @@ def _checked_meta(meta: Any) -> dict[str, Any]:
         for name, k in zip(HEAD_NAMES, NUM_CLASSES, strict=True):
             if len(counts[name]) != k:
                 raise ValueError(f"class_counts[{name!r}] needs {k} counts")
+    for row in meta.get("combination_counts") or ():
+        if len(row) != 4 or not all(0 <= int(v) < k for v, k in zip(row[:3], NUM_CLASSES, strict=True)):
+            raise ValueError(f"combination_counts row {row!r} is not [root, vowel, consonant, count]")
     return meta
 
 

@@ -24,3 +24,79 @@ def test_split_micro_batches_keeps_order():
     assert xs.shape == (4, 2, 2, 3, 1) and ys.shape == (4, 2, 3)
     np.testing.assert_array_equal(xs.numpy()[1], x[2:4])
     np.testing.assert_array_equal(ys.numpy()[3], y[6:8])
+
+
+def _one_shard_dirs(tmp_path, kaggle_dir):
+    """(train dir, valid dir) of our shards: 20 and 4 records of the 24-row fixture."""
+    import os
+
+    from tpu_grapheme.data import prepare
+
+    d, df, _ = kaggle_dir
+    dirs = []
+    for name, part in (("train", df.iloc[4:]), ("valid", df.iloc[:4])):
+        part.to_csv(tmp_path / f"{name}.csv", index=False)
+        out = str(tmp_path / name)
+        prepare.prepare(
+            str(tmp_path / f"{name}.csv"),
+            out,
+            parquet_pattern=os.path.join(d, "train_image_data_*.parquet"),
+            progress=False,
+        )
+        dirs.append(out)
+    return dirs
+
+
+def test_zero_training_or_validation_images_are_refused(tmp_path, kaggle_dir):
+    import pytest
+    import tensorflow as tf
+
+    from tpu_grapheme.data.inputs import InputConfig, RunInputs
+    from tpu_grapheme.errors import UserError
+
+    train, valid = _one_shard_dirs(tmp_path, kaggle_dir)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "part-0.tfrec").write_bytes(b"")  # a pattern matching only empty files
+    empty = str(tmp_path / "empty" / "*.tfrec")
+    strategy = tf.distribute.get_strategy()
+    for t, v, message in (
+        (empty, valid, "0 training images, fewer than one global batch"),
+        (train, empty, "no validation images"),
+    ):
+        with pytest.raises(UserError, match=message):
+            RunInputs(strategy=strategy, config=InputConfig(train_pattern=t, valid_pattern=v, batch_size=4))
+    inputs = RunInputs(
+        strategy=strategy, config=InputConfig(train_pattern=train, valid_pattern=valid, batch_size=4)
+    )
+    assert (inputs.n_train, inputs.n_valid) == (20, 4)
+
+
+def test_class_counts_on_a_corrupt_seed_shard_names_it(tmp_path, kaggle_dir):
+    """The seed's GZIP shards have no manifest: class_counts reads every label at start-up, so a
+    truncated shard is found before training, named in one line; skipping counts what reads."""
+    import pytest
+
+    from tpu_grapheme.data import tfrecord
+    from tpu_grapheme.data.inputs import class_counts
+    from tpu_grapheme.errors import UserError
+
+    _, df, images = kaggle_dir
+    stack = np.stack([images[i] for i in df["image_id"]])
+    labels = df[["grapheme_root", "vowel_diacritic", "consonant_diacritic"]].to_numpy()
+    paths = tfrecord.write_seed_shards(str(tmp_path), stack, labels, per_shard=12)
+    with open(paths[1], "r+b") as f:
+        f.truncate(f.seek(0, 2) // 2)
+    pattern = str(tmp_path / "*.tfrec")
+    with pytest.raises(UserError) as err:
+        class_counts(pattern)
+    msg = str(err.value)
+    # cut GZIP ends cleanly here (no read error): the shard is found by its `NN-COUNT` name
+    assert msg.startswith(f"corrupt TFRecord shard {paths[1]}: holds ") and "\n" not in msg, msg
+    assert "records, 12 expected (truncated)" in msg, msg
+    assert (
+        "{{" not in msg
+        and "[Op:" not in msg
+        and msg.endswith("--skip-corrupt to go on without its damaged records")
+    )
+    counts = class_counts(pattern, skip_corrupt=True)
+    assert 12 < sum(counts["grapheme_root"]) < 24

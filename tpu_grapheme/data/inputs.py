@@ -34,6 +34,8 @@ class InputConfig:
     shuffle_buffer: int = 4096
     cache_mb: int = 0
     eval_batches: int = 0  # 0: the whole validation split
+    skip_corrupt: bool = False  # skip (and count) corrupt records instead of stopping
+    deterministic: bool = False  # training pipeline in a fixed order (same command, same batches)
 
     @classmethod
     def from_train_config(cls, cfg: Any, *, train_pattern: str, valid_pattern: str) -> InputConfig:
@@ -48,6 +50,8 @@ class InputConfig:
             shuffle_buffer=cfg.shuffle_buffer,
             cache_mb=cfg.cache_mb,
             eval_batches=cfg.eval_batches,
+            skip_corrupt=cfg.skip_corrupt,
+            deterministic=cfg.deterministic,
         )
 
 
@@ -56,8 +60,9 @@ class RunInputs:
 
     def __init__(self, *, strategy: tf.distribute.Strategy, config: InputConfig) -> None:
         self.strategy, self.config = strategy, config
-        self.n_train = pipeline.count_records(config.train_pattern)
-        self.n_valid = pipeline.count_records(config.valid_pattern)
+        self.n_train = pipeline.count_records(config.train_pattern, skip_corrupt=config.skip_corrupt)
+        self.n_valid = pipeline.count_records(config.valid_pattern, skip_corrupt=config.skip_corrupt)
+        self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False) if config.skip_corrupt else None
         replicas = strategy.num_replicas_in_sync
         self.global_batch = config.batch_size * replicas * config.grad_accum
         self.eval_global_batch = config.batch_size * replicas
@@ -68,6 +73,31 @@ class RunInputs:
             )
         if self.n_valid == 0:
             raise UserError(f"{config.valid_pattern}: no validation images; a run needs some to evaluate")
+
+    @property
+    def skipped_records(self) -> int:
+        """Records lost to corrupt shards so far, summed over every pass over them (0 when not skipping)."""
+        return 0 if self._skipped is None else int(self._skipped.numpy())
+
+    def check_evaluated(self, images: int, *, step: int) -> None:
+        """An evaluation that read no image is an error; a full one (eval_batches 0, not skipping) that read
+        fewer than the shards' counts met a shard cut short, which a GZIP shard can be without a read
+        error: raised as DataLossError, the loop's corrupt-shard path (checkpoint, then the shard named)."""
+        if images == 0:
+            raise UserError(f"{self.config.valid_pattern}: evaluation at step {step} read no images")
+        if not (self.config.eval_batches or self.config.skip_corrupt) and images < self.n_valid:
+            raise tf.errors.DataLossError(
+                None, None, f"{images} validation images read, {self.n_valid} expected"
+            )
+
+    def corrupt_data_error(self, e: BaseException, *, step: int) -> UserError:
+        """The one-line error for a corrupt record met at `step`: the shard, what is wrong, how to go on."""
+        return pipeline.corrupt_data_error(
+            e,
+            [self.config.train_pattern, self.config.valid_pattern],
+            note=f"checkpoint saved at step {step}",
+            then=" and run the same command again, or add --skip-corrupt to go on without its damaged records",
+        )
 
     # --- training ---------------------------------------------------------------------------------
     def cache_mb(self, steps_left: int) -> int:
@@ -104,6 +134,8 @@ class RunInputs:
                 input_context=ctx,
                 shuffle_buffer=c.shuffle_buffer,
                 cache_mb=cache_mb,
+                deterministic=c.deterministic,
+                skipped=self._skipped,
             )
             return ds.map(lambda x, y: split_micro_batches(x, y, k)) if k > 1 else ds
 
@@ -129,6 +161,7 @@ class RunInputs:
                 input_context=ctx,
                 drop_remainder=False,
                 deterministic=True,
+                skipped=self._skipped,
             )
             return padded_batches(ds, per_replica, per_pipeline)
 
@@ -160,24 +193,82 @@ def padded_batches(ds: tf.data.Dataset, batch_size: int, num_batches: int) -> tf
         )
 
     ds = ds.map(pad)
-    filler = ds.take(1).map(lambda x, y: (tf.zeros_like(x), -tf.ones_like(y))).repeat()
-    return ds.concatenate(filler).take(num_batches)
+    x_spec, y_spec = ds.element_spec  # static after `pad`: the filler never reads the shards again
+    empty = (tf.zeros(x_spec.shape, x_spec.dtype), -tf.ones(y_spec.shape, y_spec.dtype))
+    return ds.concatenate(tf.data.Dataset.from_tensors(empty).repeat()).take(num_batches)
 
 
-def class_counts(pattern: str) -> dict[str, list[int]]:
+def class_counts(pattern: str, *, skip_corrupt: bool = False) -> dict[str, list[int]]:
     """Training label counts per head (the prior-based reweight needs them): from the shards'
-    manifests, which `prepare` writes, else from one pass over the labels (e.g. the seed's shards)."""
-    dirs = sorted({os.path.dirname(f) for f in pipeline.list_shards(pattern)})
+    manifests, which `prepare` writes, else from one pass over the labels (e.g. the seed's shards),
+    which also finds a corrupt shard before training starts (`skip_corrupt`: counts what reads)."""
+    files = pipeline.list_shards(pattern)
+    dirs = sorted({os.path.dirname(f) for f in files})
     manifests = [pipeline.read_manifest(d) for d in dirs]
     if all(m and "class_counts" in m for m in manifests):
         return {
             name: np.sum([m["class_counts"][name] for m in manifests], axis=0).tolist() for name in HEAD_NAMES
         }
     counts = [np.zeros(n, np.int64) for n in NUM_CLASSES]
+    skipped = tf.Variable(0, dtype=tf.int64, trainable=False) if skip_corrupt else None
     ds = pipeline.build_dataset(
-        pattern, batch_size=1024, resize=None, training=False, normalized=False, drop_remainder=False
+        pattern,
+        batch_size=1024,
+        resize=None,
+        training=False,
+        normalized=False,
+        drop_remainder=False,
+        skipped=skipped,
     )
-    for _, labels in ds:
+    then = ", or add --skip-corrupt to go on without its damaged records"
+    for _, labels in pipeline.checked_iterator(ds, pattern, then=then):
         for h, n in enumerate(NUM_CLASSES):
             counts[h] += np.bincount(labels.numpy()[:, h], minlength=n)
+    # A GZIP shard cut short can end cleanly: fewer records than its `NN-COUNT` name, and no error.
+    known = pipeline.known_counts(files)
+    read = int(counts[0].sum())
+    if not skip_corrupt and len(known) == len(files) and read != sum(known.values()):
+        short = UserError(f"{read} records read, {sum(known.values())} expected")
+        raise pipeline.corrupt_data_error(short, [pattern], then=then)
     return {name: c.tolist() for name, c in zip(HEAD_NAMES, counts, strict=True)}
+
+
+def combination_counts(pattern: str, *, skip_corrupt: bool = False) -> np.ndarray:
+    """int64 [168, 11, 7]: images per (root, vowel, consonant) combination of a split.
+
+    From the shards' manifests (`prepare` records the combinations), else one pass over the labels
+    (the seed's shards, older manifests). Which validation graphemes are unseen, and the classes of
+    the whole-grapheme head, come from the training split's.
+    """
+    files = pipeline.list_shards(pattern)
+    dirs = sorted({os.path.dirname(f) for f in files})
+    manifests = [pipeline.read_manifest(d) for d in dirs]
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    if all(m and "combination_counts" in m for m in manifests):
+        for m in manifests:
+            for r, v, c, n in m["combination_counts"]:
+                counts[r, v, c] += n
+        return counts
+    skipped = tf.Variable(0, dtype=tf.int64, trainable=False) if skip_corrupt else None
+    ds = pipeline.build_dataset(
+        pattern,
+        batch_size=1024,
+        resize=None,
+        training=False,
+        normalized=False,
+        drop_remainder=False,
+        skipped=skipped,
+    )
+    try:
+        for _, labels in ds:
+            np.add.at(counts, tuple(labels.numpy().T), 1)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        raise pipeline.corrupt_data_error(
+            e, [pattern], then=", or add --skip-corrupt to go on without its damaged records"
+        ) from None
+    return counts
+
+
+def combination_rows(counts: np.ndarray) -> list[list[int]]:
+    """[root, vowel, consonant, images] per combination with images: `combination_counts` as JSON rows."""
+    return [[*map(int, idx), int(counts[tuple(idx)])] for idx in np.argwhere(counts > 0)]

@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="submission.csv", help="submission CSV to write")
     p.add_argument("--valid-csv", default="", help="score on this labelled split instead (train.csv columns)")
     p.add_argument("--report-json", default="", help="with --valid-csv: also write the score table as JSON")
+    p.add_argument(
+        "--grapheme-head-mix",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="models with a whole-grapheme head (--grapheme-head): per head, (1 - W) x its own probabilities "
+        "+ W x the grapheme head's marginal (the 2nd-place mix; e.g. 0.5); 0: off (default)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -98,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not (0 <= args.reweight_power <= 10):
         raise UserError(f"--reweight-power must be in [0, 10], got {args.reweight_power}")
+    if not (0 <= args.grapheme_head_mix <= 1):
+        raise UserError(f"--grapheme-head-mix must be in [0, 1], got {args.grapheme_head_mix}")
     _check_inputs(args)  # everything a file or flag can get wrong, before any model is loaded
     members = load_members(specs, resize=args.resize)
     for m in members:
@@ -113,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             power=args.reweight_power,
             progress=progress,
+            grapheme_mix=args.grapheme_head_mix,
         )
         print(f"{rows[0]['n']} images, {len(members)} model(s), reweight power {args.reweight_power}")
         if not any(m.class_counts for m in members):
@@ -123,7 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json.dump({"power": args.reweight_power, "models": specs, "rows": rows}, f, indent=2)
         return 0
     preds = predict(
-        members, args.parquet_pattern, batch_size=args.batch_size, methods=(args.method,), progress=progress
+        members,
+        args.parquet_pattern,
+        batch_size=args.batch_size,
+        methods=(args.method,),
+        progress=progress,
+        grapheme_mix=args.grapheme_head_mix,
     )
     probs = preds.probs[args.method]
     prior = prior_for(args.reweight_prior if args.reweight else "off", probs, members)

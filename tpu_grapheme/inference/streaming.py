@@ -77,8 +77,11 @@ def predict(
     methods: Sequence[str] = ("arithmetic",),
     keep: set[str] | None = None,
     progress: bool = True,
+    grapheme_mix: float = 0.0,
 ) -> Predictions:
-    """Stream the parquets matching `pattern` through every member; combine with each of `methods`."""
+    """Stream the parquets matching `pattern` through every member; combine with each of `methods`.
+
+    `grapheme_mix` W: members with a whole-grapheme head mix its marginals in with weight W first."""
     for m in methods:
         if m not in ensemble.METHODS:
             raise UserError(f"method {m!r} is not one of {', '.join(ensemble.METHODS)}")
@@ -88,7 +91,7 @@ def predict(
     ids: list[np.ndarray] = []
     probs: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     for batch_ids, images in iter_batches(files, batch_size=batch_size, keep=keep, progress=progress):
-        member_lp = [member.log_probs(images) for member in members]
+        member_lp = [member.log_probs(images, grapheme_mix=grapheme_mix) for member in members]
         ids.append(batch_ids)
         for m in methods:
             probs[m].append(ensemble.combine_heads(member_lp, method=m).astype(np.float32))
