@@ -238,7 +238,7 @@ class _Controller:
             arch=self.cfg.arch,
             resize=self.cfg.resize,
             resize_method=self.cfg.resize_method,
-            class_counts=class_counts(self.inputs.config.train_pattern, skip_corrupt=self.cfg.skip_corrupt),
+            class_counts=class_counts(self.combinations),
             combination_counts=combination_rows(self.combinations),
         )
 

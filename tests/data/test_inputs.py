@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from tpu_grapheme.data.inputs import padded_batches, split_micro_batches
@@ -71,13 +73,13 @@ def test_zero_training_or_validation_images_are_refused(tmp_path, kaggle_dir):
     assert (inputs.n_train, inputs.n_valid) == (20, 4)
 
 
-def test_class_counts_on_a_corrupt_seed_shard_names_it(tmp_path, kaggle_dir):
-    """The seed's GZIP shards have no manifest: class_counts reads every label at start-up, so a
+def test_label_pass_on_a_corrupt_seed_shard_names_it(tmp_path, kaggle_dir):
+    """The seed's GZIP shards have no manifest: combination_counts reads every label at start-up, so a
     truncated shard is found before training, named in one line; skipping counts what reads."""
     import pytest
 
     from tpu_grapheme.data import tfrecord
-    from tpu_grapheme.data.inputs import class_counts
+    from tpu_grapheme.data.inputs import class_counts, combination_counts
     from tpu_grapheme.errors import UserError
 
     _, df, images = kaggle_dir
@@ -88,7 +90,7 @@ def test_class_counts_on_a_corrupt_seed_shard_names_it(tmp_path, kaggle_dir):
         f.truncate(f.seek(0, 2) // 2)
     pattern = str(tmp_path / "*.tfrec")
     with pytest.raises(UserError) as err:
-        class_counts(pattern)
+        combination_counts(pattern)
     msg = str(err.value)
     # cut GZIP ends cleanly here (no read error): the shard is found by its `NN-COUNT` name
     assert msg.startswith(f"corrupt TFRecord shard {paths[1]}: holds ") and "\n" not in msg, msg
@@ -98,5 +100,21 @@ def test_class_counts_on_a_corrupt_seed_shard_names_it(tmp_path, kaggle_dir):
         and "[Op:" not in msg
         and msg.endswith("--skip-corrupt to go on without its damaged records")
     )
-    counts = class_counts(pattern, skip_corrupt=True)
-    assert 12 < sum(counts["grapheme_root"]) < 24
+    counts = class_counts(combination_counts(pattern, skip_corrupt=True))
+    assert 12 < sum(counts["grapheme_root"]) < 24 and sum(counts["vowel_diacritic"]) == sum(
+        counts["grapheme_root"]
+    )
+
+
+def test_class_counts_are_the_manifests_per_head_counts(tmp_path, kaggle_dir):
+    """The per-head counts derived from the combinations equal the counts `prepare` took from the CSV."""
+    import json
+
+    from tpu_grapheme.data.inputs import class_counts, combination_counts
+    from tpu_grapheme.data.prepare import prepare
+
+    d, _, _ = kaggle_dir
+    prepare(os.path.join(d, "train.csv"), str(tmp_path), progress=False, overwrite=True)
+    with open(tmp_path / "manifest.json") as f:
+        manifest = json.load(f)
+    assert class_counts(combination_counts(str(tmp_path / "*"))) == manifest["class_counts"]

@@ -198,51 +198,16 @@ def padded_batches(ds: tf.data.Dataset, batch_size: int, num_batches: int) -> tf
     return ds.concatenate(tf.data.Dataset.from_tensors(empty).repeat()).take(num_batches)
 
 
-def class_counts(pattern: str, *, skip_corrupt: bool = False) -> dict[str, list[int]]:
-    """Training label counts per head (the prior-based reweight needs them): from the shards'
-    manifests, which `prepare` writes, else from one pass over the labels (e.g. the seed's shards),
-    which also finds a corrupt shard before training starts (`skip_corrupt`: counts what reads)."""
-    files = pipeline.list_shards(pattern)
-    dirs = sorted({os.path.dirname(f) for f in files})
-    manifests = [pipeline.read_manifest(d) for d in dirs]
-    if all(m and "class_counts" in m for m in manifests):
-        return {
-            name: np.sum([m["class_counts"][name] for m in manifests], axis=0).tolist() for name in HEAD_NAMES
-        }
-    counts = [np.zeros(n, np.int64) for n in NUM_CLASSES]
-    skipped = tf.Variable(0, dtype=tf.int64, trainable=False) if skip_corrupt else None
-    ds = pipeline.build_dataset(
-        pattern,
-        batch_size=1024,
-        resize=None,
-        training=False,
-        normalized=False,
-        drop_remainder=False,
-        skipped=skipped,
-    )
-    then = ", or add --skip-corrupt to go on without its damaged records"
-    for _, labels in pipeline.checked_iterator(ds, pattern, then=then):
-        for h, n in enumerate(NUM_CLASSES):
-            counts[h] += np.bincount(labels.numpy()[:, h], minlength=n)
-    # A GZIP shard cut short can end cleanly: fewer records than its `NN-COUNT` name, and no error.
-    known = pipeline.known_counts(files)
-    read = int(counts[0].sum())
-    if not skip_corrupt and len(known) == len(files) and read != sum(known.values()):
-        short = UserError(f"{read} records read, {sum(known.values())} expected")
-        raise pipeline.corrupt_data_error(short, [pattern], then=then)
-    return {name: c.tolist() for name, c in zip(HEAD_NAMES, counts, strict=True)}
-
-
 def combination_counts(pattern: str, *, skip_corrupt: bool = False) -> np.ndarray:
     """int64 [168, 11, 7]: images per (root, vowel, consonant) combination of a split.
 
     From the shards' manifests (`prepare` records the combinations), else one pass over the labels
-    (the seed's shards, older manifests). Which validation graphemes are unseen, and the classes of
-    the whole-grapheme head, come from the training split's.
+    (the seed's shards, older manifests), which also finds a corrupt or short shard before training
+    starts (`skip_corrupt`: counts what reads). Which validation graphemes are unseen, the classes of
+    the whole-grapheme head and the per-head class counts (`class_counts`) all come from it.
     """
     files = pipeline.list_shards(pattern)
-    dirs = sorted({os.path.dirname(f) for f in files})
-    manifests = [pipeline.read_manifest(d) for d in dirs]
+    manifests = [pipeline.read_manifest(d) for d in sorted({os.path.dirname(f) for f in files})]
     counts = np.zeros(NUM_CLASSES, np.int64)
     if all(m and "combination_counts" in m for m in manifests):
         for m in manifests:
@@ -259,14 +224,22 @@ def combination_counts(pattern: str, *, skip_corrupt: bool = False) -> np.ndarra
         drop_remainder=False,
         skipped=skipped,
     )
-    try:
-        for _, labels in ds:
-            np.add.at(counts, tuple(labels.numpy().T), 1)
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        raise pipeline.corrupt_data_error(
-            e, [pattern], then=", or add --skip-corrupt to go on without its damaged records"
-        ) from None
+    then = ", or add --skip-corrupt to go on without its damaged records"
+    for _, labels in pipeline.checked_iterator(ds, pattern, then=then):
+        np.add.at(counts, tuple(labels.numpy().T), 1)
+    # A GZIP shard cut short can end cleanly: fewer records than its `NN-COUNT` name, and no error.
+    known = pipeline.known_counts(files)
+    read = int(counts.sum())
+    if not skip_corrupt and len(known) == len(files) and read != sum(known.values()):
+        short = UserError(f"{read} records read, {sum(known.values())} expected")
+        raise pipeline.corrupt_data_error(short, [pattern], then=then)
     return counts
+
+
+def class_counts(combinations: np.ndarray) -> dict[str, list[int]]:
+    """Label counts per head (the prior-based reweight needs them): the marginals of the combinations."""
+    axes = ((1, 2), (0, 2), (0, 1))
+    return {name: combinations.sum(axis=ax).tolist() for name, ax in zip(HEAD_NAMES, axes, strict=True)}
 
 
 def combination_rows(counts: np.ndarray) -> list[list[int]]:
