@@ -39,7 +39,7 @@ import seed_style  # noqa: E402
 
 from tpu_grapheme import distribute, optimizers, schedules  # noqa: E402
 from tpu_grapheme.config import TrainConfig  # noqa: E402
-from tpu_grapheme.data import inputs, pipeline  # noqa: E402
+from tpu_grapheme.data import inputs, pipeline, shards  # noqa: E402
 from tpu_grapheme.errors import UserError, cli_main  # noqa: E402
 from tpu_grapheme.model import build_model, model_flops  # noqa: E402
 from tpu_grapheme.synthetic_default import data_patterns  # noqa: E402
@@ -204,7 +204,7 @@ class Bench:
         self.n = args.steps_per_loop
         self.steps = args.steps
         self.global_batch = args.batch_size * self.replicas
-        self.n_records = pipeline.count_records(self.pattern)
+        self.n_records = shards.count_records(self.pattern)
 
     # --- data ---
     def _per_replica_ds(self, ctx=None, *, batch=None, cache=True):

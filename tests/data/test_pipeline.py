@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tpu_grapheme.data import pipeline, prepare, tfrecord
+from tpu_grapheme.data import pipeline, prepare, shards, tfrecord
 from tpu_grapheme.errors import UserError
 
 
@@ -159,10 +159,10 @@ def test_input_context_shards(ours, pipes):
 
 
 def test_count_records(ours, seed_dir, tmp_path):
-    assert pipeline.count_records(ours[0]) == 24
-    assert pipeline.count_records(os.path.join(seed_dir[0], "*.tfrec")) == 24
+    assert shards.count_records(ours[0]) == 24
+    assert shards.count_records(os.path.join(seed_dir[0], "*.tfrec")) == 24
     shutil.copy(os.path.join(seed_dir[0], "00-10.tfrec"), tmp_path / "unnamed.tfrec")
-    assert pipeline.count_records(str(tmp_path)) == 10
+    assert shards.count_records(str(tmp_path)) == 10
 
 
 def test_empty_pattern(tmp_path):
@@ -176,7 +176,7 @@ def test_partial_files_ignored(ours, tmp_path):
         if name.endswith(".tfrec"):
             shutil.copy(os.path.join(ours[0], name), tmp_path / name)
     (tmp_path / "003-8.tfrec.1234.partial").write_bytes(b"half")
-    assert pipeline.count_records(str(tmp_path)) == 24
+    assert shards.count_records(str(tmp_path)) == 24
 
 
 def test_corrupt_shard_named_up_front(ours, tmp_path):
@@ -209,7 +209,7 @@ def test_corrupt_shard_named_while_reading(seed_dir, tmp_path, compressed):
     pattern = str(tmp_path / "*.tfrec")
     ds = pipeline.build_dataset(pattern, batch_size=4, training=False)
     with pytest.raises(UserError, match=f"corrupt TFRecord shard {paths[1]}"):
-        for _ in pipeline.checked_iterator(ds, pattern):
+        for _ in shards.checked_iterator(ds, pattern):
             pass
 
 
@@ -247,16 +247,16 @@ def test_cache_resized_within_half_a_level_and_repeats(ours):
 
 def test_cache_fits_budget_and_known_counts(ours, tmp_path, monkeypatch):
     out, _, _ = ours
-    files = pipeline.list_shards(out)
+    files = shards.list_shards(out)
     assert pipeline.cache_fits(files, resize=(64, 112), n_pipes=1, cache_mb=1)
     assert not pipeline.cache_fits(files, resize=(64, 112), n_pipes=1, cache_mb=0)
     with monkeypatch.context() as m:  # 200k images at 64x112 need ~1.4 GB, 1/8 of that per pipeline
-        m.setattr(pipeline, "known_counts", lambda fs: {f: 200_000 // len(fs) for f in fs})
+        m.setattr(shards, "known_counts", lambda fs: {f: 200_000 // len(fs) for f in fs})
         assert not pipeline.cache_fits(files, resize=(64, 112), n_pipes=1, cache_mb=1024)
         assert pipeline.cache_fits(files, resize=(64, 112), n_pipes=8, cache_mb=1024)
     for i, f in enumerate(files):  # no manifest, no `NN-COUNT` names: counts need a full read -> no cache
         shutil.copy(f, tmp_path / f"part{i}.tfrec")
-    assert not pipeline.cache_fits(pipeline.list_shards(str(tmp_path)), resize=None, n_pipes=1, cache_mb=64)
+    assert not pipeline.cache_fits(shards.list_shards(str(tmp_path)), resize=None, n_pipes=1, cache_mb=64)
 
 
 def _damage(path: str, at: float = 0.5) -> None:
@@ -289,16 +289,14 @@ def test_error_text_drops_graph_internals(ours, tmp_path):
     with pytest.raises(tf.errors.DataLossError) as e:
         ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
     assert "{{function_node" in e.value.message
-    assert re.fullmatch(r"corrupted record at \d+", pipeline.error_text(e.value)), pipeline.error_text(
-        e.value
-    )
+    assert re.fullmatch(r"corrupted record at \d+", shards.error_text(e.value)), shards.error_text(e.value)
 
 
 def test_corrupt_shard_found_by_reading_counts_and_named_with_its_prepare_command(ours, tmp_path):
     bad = shutil.copytree(ours[0], tmp_path / "c")
     shard = str(bad / sorted(p for p in os.listdir(bad) if p.endswith(".tfrec"))[2])
     _damage(shard)
-    err = pipeline.corrupt_data_error(RuntimeError("x"), [str(bad)], note="n", then=", or t")
+    err = shards.corrupt_data_error(RuntimeError("x"), [str(bad)], note="n", then=", or t")
     msg = str(err)
     assert msg.startswith(f"corrupt TFRecord shard {shard}: corrupted record at ") and "\n" not in msg
     assert "good records); n; re-create it with `python -m tpu_grapheme.prepare " in msg and msg.endswith(
@@ -306,7 +304,7 @@ def test_corrupt_shard_found_by_reading_counts_and_named_with_its_prepare_comman
     )
     with open(shard, "r+b") as f:  # cut at a record boundary: every record reads, one is missing
         f.truncate(_record_end(shard, 1))
-    assert pipeline.find_corrupt_shard([shard]) == (shard, "holds 1 records, 8 expected (truncated)")
+    assert shards.find_corrupt_shard([shard]) == (shard, "holds 1 records, 8 expected (truncated)")
 
 
 def _record_end(path: str, n: int) -> int:

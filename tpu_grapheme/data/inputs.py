@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tpu_grapheme.data import pipeline
+from tpu_grapheme.data import pipeline, shards
+from tpu_grapheme.data.manifest import read_manifest
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError
 
@@ -60,8 +61,8 @@ class RunInputs:
 
     def __init__(self, *, strategy: tf.distribute.Strategy, config: InputConfig) -> None:
         self.strategy, self.config = strategy, config
-        self.n_train = pipeline.count_records(config.train_pattern, skip_corrupt=config.skip_corrupt)
-        self.n_valid = pipeline.count_records(config.valid_pattern, skip_corrupt=config.skip_corrupt)
+        self.n_train = shards.count_records(config.train_pattern, skip_corrupt=config.skip_corrupt)
+        self.n_valid = shards.count_records(config.valid_pattern, skip_corrupt=config.skip_corrupt)
         self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False) if config.skip_corrupt else None
         replicas = strategy.num_replicas_in_sync
         self.global_batch = config.batch_size * replicas * config.grad_accum
@@ -92,7 +93,7 @@ class RunInputs:
 
     def corrupt_data_error(self, e: BaseException, *, step: int) -> UserError:
         """The one-line error for a corrupt record met at `step`: the shard, what is wrong, how to go on."""
-        return pipeline.corrupt_data_error(
+        return shards.corrupt_data_error(
             e,
             [self.config.train_pattern, self.config.valid_pattern],
             note=f"checkpoint saved at step {step}",
@@ -111,7 +112,7 @@ class RunInputs:
         cache_mb = self.cache_mb(steps_left)
         if not cache_mb:
             return "decoding every epoch (run under one epoch)"
-        files = pipeline.list_shards(self.config.train_pattern)
+        files = shards.list_shards(self.config.train_pattern)
         if not pipeline.cache_fits(files, resize=self.config.resize, n_pipes=1, cache_mb=cache_mb):
             return "decoding every epoch (over cache_mb)"
         return "decoded images kept in memory after the first epoch"
@@ -206,8 +207,8 @@ def combination_counts(pattern: str, *, skip_corrupt: bool = False) -> np.ndarra
     starts (`skip_corrupt`: counts what reads). Which validation graphemes are unseen, the classes of
     the whole-grapheme head and the per-head class counts (`class_counts`) all come from it.
     """
-    files = pipeline.list_shards(pattern)
-    manifests = [pipeline.read_manifest(d) for d in sorted({os.path.dirname(f) for f in files})]
+    files = shards.list_shards(pattern)
+    manifests = [read_manifest(d) for d in sorted({os.path.dirname(f) for f in files})]
     counts = np.zeros(NUM_CLASSES, np.int64)
     if all(m and "combination_counts" in m for m in manifests):
         for m in manifests:
@@ -225,14 +226,14 @@ def combination_counts(pattern: str, *, skip_corrupt: bool = False) -> np.ndarra
         skipped=skipped,
     )
     then = ", or add --skip-corrupt to go on without its damaged records"
-    for _, labels in pipeline.checked_iterator(ds, pattern, then=then):
+    for _, labels in shards.checked_iterator(ds, pattern, then=then):
         np.add.at(counts, tuple(labels.numpy().T), 1)
     # A GZIP shard cut short can end cleanly: fewer records than its `NN-COUNT` name, and no error.
-    known = pipeline.known_counts(files)
+    known = shards.known_counts(files)
     read = int(counts.sum())
     if not skip_corrupt and len(known) == len(files) and read != sum(known.values()):
         short = UserError(f"{read} records read, {sum(known.values())} expected")
-        raise pipeline.corrupt_data_error(short, [pattern], then=then)
+        raise shards.corrupt_data_error(short, [pattern], then=then)
     return counts
 
 
