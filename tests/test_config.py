@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from tpu_grapheme.config import TrainConfig, add_arguments, from_args, from_dict, save_yaml
+from tpu_grapheme.config import TrainConfig, from_dict
+from tpu_grapheme.config_io import add_arguments, from_args, save_yaml
 from tpu_grapheme.errors import UserError
 
 
@@ -54,7 +55,7 @@ def test_shipped_configs_load_and_the_seed_one_is_the_seed_command():
     import glob
     import os
 
-    from tpu_grapheme.config import load_yaml
+    from tpu_grapheme.config_io import load_yaml
 
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
     files = sorted(glob.glob(os.path.join(root, "*.yaml")))

@@ -23,7 +23,8 @@ import keras
 import tensorflow as tf
 
 from tpu_grapheme import distribute, optimizers, schedules
-from tpu_grapheme.config import TrainConfig, to_yaml
+from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.config_io import to_yaml
 from tpu_grapheme.data.inputs import (
     InputConfig,
     RunInputs,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from tpu_grapheme.config import add_arguments, from_args
+from tpu_grapheme.config_io import add_arguments, from_args
 from tpu_grapheme.errors import cli_main
 
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tpu_grapheme.config import save_yaml
+from tpu_grapheme.config_io import save_yaml
 from tune.space import trial_config
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from tpu_grapheme.config import from_dict, load_yaml
+from tpu_grapheme.config import from_dict
+from tpu_grapheme.config_io import load_yaml
 from tune.results import TrialSummary, format_table, plot_trials, rank, write_best_yaml
 
 

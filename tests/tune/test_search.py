@@ -15,7 +15,8 @@ import textwrap
 import pytest
 
 from tests.tune.conftest import REPO, base_env, search_cmd, start_logged, trial_results, wait_for
-from tpu_grapheme.config import from_dict, load_yaml
+from tpu_grapheme.config import from_dict
+from tpu_grapheme.config_io import load_yaml
 from tune import search
 
 INTERVAL = 5  # steps between reports (and checkpoints)

@@ -139,7 +139,8 @@ def _load_keras(path: str):
 def _restore_checkpoint(prefix: str, run_dir: str, meta: dict):
     import tensorflow as tf
 
-    from tpu_grapheme.config import from_dict, load_yaml
+    from tpu_grapheme.config import from_dict
+    from tpu_grapheme.config_io import load_yaml
     from tpu_grapheme.model import build_model, grapheme_classes
 
     cfg_path = os.path.join(run_dir, CONFIG)
