@@ -136,7 +136,7 @@ def ray_cluster():
                 p.send_signal(signal.SIGTERM)  # `ray start --block` stops its node's processes
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=30)
+                p.wait(timeout=5)  # the test session is over: a node slow to stop is killed below
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)  # anything of that node still alive (same process group)
         shutil.rmtree(tmp, ignore_errors=True)
