@@ -48,3 +48,23 @@ def test_model_save_is_atomic_and_loadable(tmp_path):
     path = RunDir(str(tmp_path)).save_model(model, run_dir.BEST_MODEL)
     assert os.listdir(tmp_path) == [run_dir.BEST_MODEL]
     assert keras.models.load_model(path).count_params() == model.count_params()
+
+
+def test_snapshot_holds_exactly_the_checkpoint_of_its_step(tmp_path):
+    import shutil
+
+    import tensorflow as tf
+
+    v = tf.Variable(1.0)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=v), str(tmp_path / "live"), max_to_keep=2)
+    manager.save(checkpoint_number=10)
+    v.assign(2.0)
+    manager.save(checkpoint_number=15)  # the live dir moved on after step 10 was reported
+    run_dir.snapshot_checkpoint(str(tmp_path / "live"), 10, str(tmp_path / "frozen"))
+    shutil.move(tmp_path / "frozen", tmp_path / "restored")  # Ray stores it, a retry gets it back elsewhere
+    latest = tf.train.latest_checkpoint(str(tmp_path / "restored"))
+    assert latest == str(tmp_path / "restored" / "ckpt-10")
+    tf.train.Checkpoint(v=v).restore(latest).assert_existing_objects_matched()
+    assert float(v.numpy()) == 1.0
+    with pytest.raises(UserError, match="no checkpoint of step 5"):
+        run_dir.snapshot_checkpoint(str(tmp_path / "live"), 5, str(tmp_path / "x"))

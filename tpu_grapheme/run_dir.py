@@ -148,6 +148,23 @@ class RunDir:
 
 
 # --------------------------------------------------------------------------------------------------
+def snapshot_checkpoint(checkpoints: str, step: int, dest: str) -> str:
+    """Copy the checkpoint of `step` (its files and a state file naming only it) from a checkpoints dir
+    into `dest`: a frozen copy, where the live dir keeps changing (newer saves, rotated old ones)."""
+    import tensorflow as tf
+
+    prefix = paths.join(checkpoints, f"ckpt-{step}")
+    files = tf.io.gfile.glob(prefix + ".*")
+    if not files:
+        raise UserError(f"no checkpoint of step {step} in {checkpoints}")
+    tf.io.gfile.makedirs(dest)
+    for f in files:
+        tf.io.gfile.copy(f, paths.join(dest, os.path.basename(f)), overwrite=True)
+    name = f"ckpt-{step}"  # relative in the state file: the copy is moved to storage and restored elsewhere
+    tf.compat.v1.train.update_checkpoint_state(dest, name, all_model_checkpoint_paths=[name])
+    return paths.join(dest, name)
+
+
 def write_text_atomic(path: str, text: str) -> None:
     import tensorflow as tf
 

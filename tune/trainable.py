@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import paths
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.run_dir import RunDir
+from tpu_grapheme.run_dir import RunDir, snapshot_checkpoint
 from tune.space import trial_config
 
 
@@ -65,8 +66,11 @@ def train_trial(
 
     def on_eval(result: Any) -> None:
         metrics = {**result.metrics, "step": int(result.step), **where}
-        checkpoint = ray.tune.Checkpoint.from_directory(result.checkpoint_dir)
-        ray.tune.report(metrics, checkpoint=checkpoint)
+        # The checkpoint of this evaluation only, frozen: Ray persists the reported dir after `report` is
+        # called, and the live checkpoints dir may by then hold a newer save or have rotated this one away.
+        with tempfile.TemporaryDirectory() as frozen:
+            snapshot_checkpoint(result.checkpoint_dir, int(result.step), frozen)
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(frozen))
 
     run_training(cfg, on_eval=on_eval)
 
