@@ -61,6 +61,28 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def fake_node(node_id: str, **resources: float) -> dict:
+    """One entry of `ray.nodes()` for the cluster checks: alive, with these resources."""
+    return {
+        "NodeID": node_id,
+        "NodeManagerAddress": f"10.0.0.{len(node_id)}",
+        "Alive": True,
+        "Resources": resources,
+    }
+
+
+def resume_search(storage: str, name: str) -> subprocess.CompletedProcess:
+    """`python -m tune.search --resume` of an experiment, as a user types it after an interruption."""
+    return subprocess.run(
+        search_cmd("--resume", "--storage", storage, "--name", name, "--num-cpus", "2"),
+        cwd=REPO,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,27 +6,19 @@ import os
 
 import pytest
 
+from tests.tune.conftest import fake_node
 from tpu_grapheme.errors import UserError
 from tune import cluster
 from tune.overrides import with_overrides
 from tune.space_yaml import load_space
 
 
-def node(node_id: str, **resources: float) -> dict:
-    return {
-        "NodeID": node_id,
-        "NodeManagerAddress": f"10.0.0.{len(node_id)}",
-        "Alive": True,
-        "Resources": resources,
-    }
-
-
 def test_trial_bundle_asks_one_hosts_tpu_chips_and_fails_early_when_nothing_fits():
-    nodes = [node("head", CPU=8), node("tpu-vm", CPU=96, TPU=4)]
+    nodes = [fake_node("head", CPU=8), fake_node("tpu-vm", CPU=96, TPU=4)]
     space = with_overrides(load_space("cutmix"), resources={"cpu": 8, "tpu": "host"})
     assert cluster.trial_bundle(space, nodes) == {"CPU": 8.0, "TPU": 4.0}
     with pytest.raises(UserError, match="no node in the Ray cluster advertises TPU"):
-        cluster.trial_bundle(space, [node("head", CPU=8)])
+        cluster.trial_bundle(space, [fake_node("head", CPU=8)])
     with pytest.raises(
         UserError, match="no Ray node can hold one trial's resources .* offer: CPU=8; CPU=96, TPU=4"
     ):
@@ -34,12 +26,12 @@ def test_trial_bundle_asks_one_hosts_tpu_chips_and_fails_early_when_nothing_fits
 
 
 def test_describe_nodes_shows_what_trials_can_ask_for():
-    text = cluster.describe_nodes([node("tpu-vm", CPU=96, TPU=4, memory=1e9)])
+    text = cluster.describe_nodes([fake_node("tpu-vm", CPU=96, TPU=4, memory=1e9)])
     assert text == "[tune] node tpu-vm 10.0.0.6: CPU=96, TPU=4"
 
 
 def test_multi_node_search_needs_storage_every_node_sees(tmp_path):
-    nodes = [node("head", CPU=8), node("worker", CPU=8)]
+    nodes = [fake_node("head", CPU=8), fake_node("worker", CPU=8)]
     cluster.check_shared_storage("gs://bucket/tune", nodes)  # URIs are shared by definition
     cluster.check_shared_storage(str(tmp_path), nodes[:1])  # one node: any local path
     cluster.check_shared_storage(

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import textwrap
 
 import pytest
 
-from tests.tune.conftest import REPO, base_env, search_cmd, start_logged, trial_results, wait_for
+from tests.tune.conftest import (
+    base_env,
+    resume_search,
+    search_cmd,
+    start_logged,
+    trial_results,
+    wait_for,
+)
 from tpu_grapheme.config import from_dict
 from tpu_grapheme.config_io import load_yaml
 from tune import search
@@ -138,14 +144,7 @@ def interrupted_search(tmp_path_factory, synthetic_dir):
             first.kill()
     with open(log1) as f:
         first_out = f.read()
-    second = subprocess.run(
-        search_cmd("--resume", "--storage", storage, "--name", name, "--num-cpus", "2"),
-        cwd=REPO,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    second = resume_search(storage, name)
     return {
         "exp": exp,
         "first_rc": first_rc,

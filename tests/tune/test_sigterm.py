@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 
-from tests.tune.conftest import REPO, base_env, search_cmd, start_logged, trial_results, wait_for
+from tests.tune.conftest import (
+    REPO,
+    base_env,
+    resume_search,
+    search_cmd,
+    start_logged,
+    trial_results,
+    wait_for,
+)
 from tests.tune.test_search import INTERVAL, space_yaml
 
 STEPS = 100  # long enough that the signal lands mid-trial: a report every 5 steps
@@ -55,14 +62,7 @@ def test_sigterm_to_the_driver_stops_like_ctrl_c_and_resumes(tmp_path, synthetic
     stopped_at = rows[-1]["step"]
     assert stopped_at < STEPS
 
-    second = subprocess.run(
-        search_cmd("--resume", "--storage", storage, "--name", name, "--num-cpus", "2"),
-        cwd=REPO,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    second = resume_search(storage, name)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     (rows,) = trial_results(exp).values()
     steps = [r["step"] for r in rows]

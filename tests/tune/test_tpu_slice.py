@@ -5,30 +5,21 @@ from __future__ import annotations
 
 import pytest
 
+from tests.tune.conftest import fake_node
 from tpu_grapheme.errors import UserError
 from tune import cluster, tuner
 from tune.overrides import with_overrides
 from tune.space_yaml import load_space
 
-
-def node(node_id: str, **resources: float) -> dict:
-    return {
-        "NodeID": node_id,
-        "NodeManagerAddress": f"10.0.0.{len(node_id)}",
-        "Alive": True,
-        "Resources": resources,
-    }
-
-
-SLICE_HOSTS = [node("w0", CPU=96, TPU=4, **{"TPU-v4-16-head": 1}), node("w1", CPU=96, TPU=4)]
+SLICE_HOSTS = [fake_node("w0", CPU=96, TPU=4, **{"TPU-v4-16-head": 1}), fake_node("w1", CPU=96, TPU=4)]
 
 
 def test_slice_bundle_asks_for_the_head_resource_and_needs_exactly_one_slice_type():
     space = with_overrides(load_space("cutmix"), resources={"cpu": 8, "tpu": "slice"})
     assert cluster.trial_bundle(space, SLICE_HOSTS) == {"CPU": 8.0, "TPU": 4.0, "TPU-v4-16-head": 1.0}
     with pytest.raises(UserError, match="found none"):
-        cluster.trial_bundle(space, [node("w1", CPU=96, TPU=4)])
-    other = node("x0", CPU=96, TPU=4, **{"TPU-v5litepod-16-head": 1})
+        cluster.trial_bundle(space, [fake_node("w1", CPU=96, TPU=4)])
+    other = fake_node("x0", CPU=96, TPU=4, **{"TPU-v5litepod-16-head": 1})
     with pytest.raises(UserError, match="slices of one type"):
         cluster.trial_bundle(space, [*SLICE_HOSTS, other])
     two = with_overrides(space, sets={"workers": 2})
