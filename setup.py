@@ -31,7 +31,13 @@ setup(
         "tensorboard>=2.18,<3",  # tf.summary needs it; TF 2.21 no longer pulls it in
     ],
     extras_require={
-        "test": ["pytest>=8,<9.2", "pytest-xdist>=3.5", "ruff>=0.6", "scikit-learn>=1.4", "efficientnet>=1.1.1,<2"],
+        "test": [
+            "pytest>=8,<9.2",  # 9.2 breaks xdist's --dist loadgroup (pytest-xdist#1386)
+            "pytest-xdist>=3.5",
+            "ruff>=0.6",
+            "scikit-learn>=1.4",
+            "efficientnet>=1.1.1,<2",
+        ],
         # cloud-tpu-client alone downgrades protobuf to 3.20 and breaks TF: pin one TF accepts.
         "tpu": ["cloud-tpu-client>=0.10", "protobuf>=5.28,<8"],
     },
