@@ -5,21 +5,27 @@ out whole (`data.split.unseen_split`), so the 20 % validation split holds seen a
 and a run reports `hierarchical_recall_seen` and `hierarchical_recall_unseen` beside the overall one.
 
 Cached under `~/.cache/tpu_grapheme` (or `--synthetic-dir`), keyed by rows and seed; a `READY`
-marker is written last, so an interrupted preparation is redone rather than half used.
+marker is written last, so an interrupted preparation is redone rather than half used, and a lock file
+makes a second process that wants the same set at the same time wait for the first to finish it.
 `data_patterns` is the one place that reads these settings from a `TrainConfig`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tpu_grapheme.config import TrainConfig
 
 SCHEMA = "v2"  # v2: a fixed grapheme set (`synthetic.grapheme_set`) and an unseen-grapheme split
 VALID_FRACTION = 0.2  # validation share of the rows, seen and unseen together
 HOLDOUT_GRAPHEMES = 0.1  # share of the grapheme combinations held out of training (unseen)
+# Kaggle's 4 image parquets per split for the full default; a small set gets fewer: each parquet of
+# 32,332 pixel columns costs about a second to write and again to read, whatever its row count.
+ROWS_PER_PARQUET = 4000
 
 
 def data_patterns(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[str, str]:
@@ -35,6 +41,13 @@ def cache_dir(*, rows: int, seed: int, root: str = "") -> str:
     return os.path.join(root, f"synthetic-{SCHEMA}-{rows}-s{seed}")
 
 
+def parquet_files(rows: int) -> int:
+    """Image parquets per split: Kaggle's 4 for the full default (16,000 rows), fewer for a small set."""
+    from tpu_grapheme.data.synthetic import DEFAULT_PARQUET_FILES
+
+    return max(1, min(DEFAULT_PARQUET_FILES, rows // ROWS_PER_PARQUET))
+
+
 def ensure_synthetic(
     *, rows: int, seed: int, root: str = "", log: Callable[[str], None] = print
 ) -> tuple[str, str]:
@@ -46,13 +59,29 @@ def ensure_synthetic(
     )
     if os.path.exists(os.path.join(out, "READY")):
         return patterns
+    with _exclusive(out):
+        if not os.path.exists(os.path.join(out, "READY")):  # not built meanwhile by another process
+            _build(out, rows=rows, seed=seed, log=log)
+    return patterns
+
+
+@contextlib.contextmanager
+def _exclusive(out: str) -> Iterator[None]:
+    """Hold `<out>.lock` (an advisory lock, released when the process dies) while building `out`."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(f"{out}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _build(out: str, *, rows: int, seed: int, log: Callable[[str], None]) -> None:
     from tpu_grapheme.data import kaggle, prepare, split, synthetic
 
     if os.path.exists(out):
         shutil.rmtree(out)
     raw = os.path.join(out, "kaggle")
     log(f"synthetic default: rendering {rows} images into {raw} (once; cached)")
-    synthetic.generate(raw, rows=rows, seed=seed)
+    synthetic.generate(raw, rows=rows, seed=seed, parquet_files=parquet_files(rows))
     df = kaggle.read_train_csv(os.path.join(raw, "train.csv"))
     valid, unseen = split.unseen_split(
         df, holdout=HOLDOUT_GRAPHEMES, valid_fraction=VALID_FRACTION, seed=seed
@@ -67,4 +96,3 @@ def ensure_synthetic(
         )
     with open(os.path.join(out, "READY"), "w") as f:
         f.write("ok\n")
-    return patterns
