@@ -51,8 +51,18 @@ def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
     lines: list[str] = []
     # Loss weights 1:1:1 must not change the reported metric (always the competition's 2:1:1).
     cfg = _cfg(synthetic_dir, str(tmp_path), cutmix_alpha=1.0, mixup_alpha=0.4, head_weights=(1.0, 1.0, 1.0))
-    result = run_training(cfg, on_eval=seen.append, log=lines.append)
+    final_exists: list[bool] = []
+
+    def on_eval(r: EvalResult) -> None:
+        seen.append(r)
+        final_exists.append(
+            os.path.exists(os.path.join(os.path.dirname(r.checkpoint_dir), "model_final.keras"))
+        )
+
+    result = run_training(cfg, on_eval=on_eval, log=lines.append)
     assert [r.step for r in seen] == [4, 8]
+    # The run's files are complete when the last report goes out: a search may end the trial on hearing it.
+    assert final_exists == [False, True]
     for key in (
         "hierarchical_recall",
         "recall_grapheme_root",

@@ -67,6 +67,7 @@ class _Controller:
 
     def __init__(self, cfg: TrainConfig, *, on_eval, log, stop: GracefulStop) -> None:
         self.cfg, self.on_eval, self.log, self.stop = cfg, on_eval, log, stop
+        self.plot: str | None = None  # the curves, written with the final model
         if cfg.deterministic:
             _enable_determinism(cfg.seed)
         self.strategy = distribute.resolve_strategy(cfg.strategy, tpu=cfg.tpu, cpu_replicas=cfg.cpu_replicas)
@@ -163,13 +164,8 @@ class _Controller:
         last = self._train(start, writer) if start < cfg.steps else {}
         if not last:  # nothing left to train: report the restored model
             last = self.evaluate()
-        final_path, plot = self.run_dir.final_model, None
-        with self.stop.critical():
-            if self.chief:
-                self.run_dir.save_model(self.model, FINAL_MODEL)
-                if not tf.io.gfile.exists(self.run_dir.best_model):
-                    self.run_dir.save_model(self.model, BEST_MODEL)
-                plot = self.run_dir.write_curves(self.history)
+            self.plot = self._export_final()
+        final_path, plot = self.run_dir.final_model, self.plot
         best = max(self.history, key=lambda h: h["hierarchical_recall"]) if self.history else last
         log(f"training done in {fmt_time(time.time() - t_start)}" + (f"; curves: {plot}" if plot else ""))
         log(
@@ -300,9 +296,21 @@ class _Controller:
             + ")"
             + (f"  {m['skipped_records']} corrupt records skipped so far" if m.get("skipped_records") else "")
         )
+        if step == self.cfg.steps:  # before the last report: a search may end the trial when it hears it
+            self.plot = self._export_final()
         if self.on_eval is not None:
             self.on_eval(EvalResult(step, {k: float(v) for k, v in m.items()}, self.run_dir.checkpoints))
         return m
+
+    def _export_final(self) -> str | None:
+        """The final model (and the best one, if no evaluation improved) and the curves; the chief only."""
+        with self.stop.critical():
+            if not self.chief:
+                return None
+            self.run_dir.save_model(self.model, FINAL_MODEL)
+            if not tf.io.gfile.exists(self.run_dir.best_model):
+                self.run_dir.save_model(self.model, BEST_MODEL)
+            return self.run_dir.write_curves(self.history)
 
 
 def _seen_unseen(m: dict, sep: str) -> str:
