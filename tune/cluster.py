@@ -67,4 +67,22 @@ def trial_bundle(space: SearchSpace, nodes: Sequence[Mapping[str, Any]]) -> dict
             f"a trial of workers={workers} needs {workers} x {bundle}, but the Ray cluster holds only "
             f"{int(sum(fits))} such bundle(s)"
         )
+    if workers > 1 and space.trials > 1:
+        _check_cpu_headroom(space, workers, bundle.get("CPU", 0.0), nodes)
     return bundle
+
+
+def _check_cpu_headroom(
+    space: SearchSpace, workers: int, cpu: float, nodes: Sequence[Mapping[str, Any]]
+) -> None:
+    """Trials of several Ray Train workers must leave a CPU of the cluster free: when the running trials'
+    workers reserve every CPU, the next trial's worker group never starts (measured with Ray 2.60 on a
+    2-CPU cluster: the second trial waited for its workers until killed; with one CPU free it started)."""
+    at_once = min(space.max_concurrent, space.trials)
+    total = sum(n["Resources"].get("CPU", 0) for n in nodes)
+    if at_once * workers * cpu >= total:
+        raise UserError(
+            f"{at_once} trial(s) at once of workers={workers} x {cpu:g} CPU reserve all {total:g} CPUs of the "
+            "Ray cluster, and Ray Train then never starts the next trial's workers: leave a CPU free "
+            "(lower --resources cpu or --max-concurrent)"
+        )

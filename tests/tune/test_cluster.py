@@ -40,3 +40,22 @@ def test_multi_node_search_needs_storage_every_node_sees(tmp_path):
     with pytest.raises(UserError, match=r"cannot see: a multi-node search needs shared storage \(gs://"):
         cluster.check_shared_storage(str(tmp_path), nodes, sees=lambda marker, ns: [True, False])
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".shared_probe")]  # marker cleaned up
+
+
+def test_multi_worker_trials_must_leave_a_cpu_free_for_the_next_trial():
+    """Measured with Ray 2.60: when running trials' workers reserve every CPU, the next trial's worker
+    group never starts. The search refuses that before any trial, and accepts it with one CPU free."""
+    nodes = [fake_node("head", CPU=1), fake_node("worker", CPU=1)]
+    two_workers = {"workers": 2}
+    full = with_overrides(
+        load_space("cutmix"), sets=two_workers, trials=2, max_concurrent=1, resources={"cpu": 1}
+    )
+    with pytest.raises(UserError, match=r"^1 trial\(s\) at once of workers=2 x 1 CPU reserve all 2 CPUs"):
+        cluster.trial_bundle(full, nodes)
+    assert cluster.trial_bundle(with_overrides(full, resources={"cpu": 0.5}), nodes) == {"CPU": 0.5}
+    assert cluster.trial_bundle(with_overrides(full, trials=1), nodes) == {"CPU": 1.0}  # no next trial
+    big = [fake_node(f"n{i}", CPU=8) for i in range(4)]
+    wide = with_overrides(full, resources={"cpu": 8}, max_concurrent=2)
+    with pytest.raises(UserError, match=r"^2 trial\(s\) at once .* reserve all 32 CPUs"):
+        cluster.trial_bundle(wide, big)
+    assert cluster.trial_bundle(with_overrides(wide, max_concurrent=1), big) == {"CPU": 8.0}

@@ -6,6 +6,8 @@
 - `python -m tpu_grapheme.train --workers 2`: a worker killed with SIGKILL mid-run; Ray Train restarts
   the group, the run resumes from its last checkpoint and ends at the requested step with a model.
 - A local run dir the other node cannot see is refused before training.
+- `python -m tune.search --set workers=2`: two trials, one after the other, each a 2-worker Ray Train
+  run whose reports (metrics, checkpoint path) reach Tune.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.tune import multiworker_probe as probe
-from tests.tune.conftest import start_logged, wait_for
+from tests.tune.conftest import search_cmd, start_logged, trial_results, wait_for
 from tpu_grapheme.config import from_dict
 from tpu_grapheme.errors import UserError
 
@@ -188,3 +190,41 @@ def test_local_run_dir_the_other_node_cannot_see_is_refused_before_training(tmp_
             r"multi-worker training needs shared storage",
         ):
             multiworker.shared_config(cfg, nodes)
+
+
+def test_search_whose_trials_are_two_worker_trainings(ray_cluster, synthetic_dir, tmp_path):
+    """Two trials in turn on the 2-CPU loopback cluster; their workers take half a CPU each, so a CPU
+    stays free for the next trial's worker group (the search refuses a plan that reserves every CPU)."""
+    storage, name, steps = str(tmp_path / "storage"), "mw", 4
+    sets = {**{k.replace("-", "_"): v for k, v in TINY_RUN.items()}, "steps": steps, "workers": 2}
+    sets.update(checkpoint_interval=2, log_interval=2, steps_per_loop=2, synthetic_dir=synthetic_dir)
+    cmd = search_cmd(
+        *("--space", "cutmix", "--trials", "2", "--max-concurrent", "1", "--grace-period", "2"),
+        *("--resources", "cpu=0.5", "--storage", storage, "--name", name),
+        *("--address", ray_cluster["address"]),
+        *(arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")),
+    )
+    log = str(tmp_path / "search.log")
+    proc = start_logged(cmd, log, ray_cluster["env"])
+    try:
+        rc = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = pathlib.Path(log).read_text()
+    assert rc == 0, text[-4000:]
+    exp = os.path.join(storage, name)
+    results = trial_results(exp)
+    assert len(results) == 2, text[-4000:]
+    for rows in results.values():
+        assert [row["step"] for row in rows] == [2, 4]
+        trial_id = rows[0]["trial_id"]
+        run = pathlib.Path(exp, "runs", f"trial_{trial_id}")
+        assert rows[-1]["checkpoint_path"].startswith(
+            str(run / "ray_train")
+        )  # worker 0's persisted checkpoint
+        assert (run / "model_final.keras").stat().st_size > 1000
+    assert text.count("[worker 1/2]") >= 2  # each trial had a second worker
+    import yaml
+
+    assert yaml.safe_load(pathlib.Path(exp, "best.yaml").read_text())["workers"] == 2
