@@ -19,7 +19,7 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check tpu_grapheme tune benchmarks tests setup.py
-	$(PY) -m pytest -q -n 2 --dist loadgroup  # two workers; every Ray test in one of them (tests/conftest.py)
+	$(PY) -m pytest -q -n 2 --dist loadgroup  # two workers; the groups are in tests/conftest.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check tpu_grapheme tune benchmarks tests setup.py

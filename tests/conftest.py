@@ -1,19 +1,36 @@
 """Suite-wide settings for `pytest -n 2 --dist loadgroup` (what `make test` runs).
 
-Every test that starts Ray runs in one worker ("ray"), so two Ray instances never start at once on a
-2-core machine; every other module is one unit of work, so its module-scoped fixtures (synthetic data,
-trained models) are built once, not once per worker.
+Ray tests run in two groups that may run side by side: "ray-cluster" (every test on the session's
+2-node loopback cluster, started once) and "ray-local" (searches that start their own local Ray
+instance; they never join the loopback cluster, whose address file lives in its own temp dir). Every
+other module is one unit of work, so its module-scoped fixtures (synthetic data, trained models) are
+built once, not once per worker. The Ray groups are collected first, so xdist hands them out first:
+they are the longest units, and much of their time is waiting, which the other tests fill.
 """
 
 from __future__ import annotations
 
 import pytest
 
-RAY_TESTS = "tests/tune/"
+TUNE_TESTS = "tests/tune/"
+LOCAL_RAY_MODULES = ("test_search.py", "test_sigterm.py")  # their other tests start no Ray at all
+
+
+def xdist_group(item) -> str:
+    module = item.nodeid.split("::", 1)[0]
+    if TUNE_TESTS in module:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            return "ray-cluster"
+        if module.endswith(LOCAL_RAY_MODULES):
+            return "ray-local"
+    return module
 
 
 def pytest_itemcollected(item) -> None:
     # Marked as each test is collected, before xdist's `pytest_collection_modifyitems` reads the marks
     # (marks added in a conftest's `pytest_collection_modifyitems` came too late and were ignored).
-    group = "ray" if RAY_TESTS in item.nodeid else item.nodeid.split("::", 1)[0]
-    item.add_marker(pytest.mark.xdist_group(group))
+    item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    items.sort(key=lambda item: not xdist_group(item).startswith("ray-"))  # stable: order kept within

@@ -165,8 +165,8 @@ def test_synthetic_default_learns_in_a_ci_sized_run(tmp_path):
         synthetic_rows=2000,
         synthetic_dir=str(tmp_path / "data"),
         batch_size=64,
-        steps=300,
-        checkpoint_interval=300,
+        steps=200,  # measured: 0.154 overall, 0.265 vowel (300 steps: 0.178, 0.276)
+        checkpoint_interval=200,
         log_interval=100,
         output_dir=str(tmp_path / "runs"),
     )
