@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.tune import multiworker_probe as probe
+from tests.tune import test_search
 from tests.tune.conftest import search_cmd, start_logged, trial_results, wait_for
 from tpu_grapheme.config import from_dict
 from tpu_grapheme.errors import UserError
@@ -194,15 +195,17 @@ def test_local_run_dir_the_other_node_cannot_see_is_refused_before_training(tmp_
 
 def test_search_whose_trials_are_two_worker_trainings(ray_cluster, synthetic_dir, tmp_path):
     """Two trials in turn on the 2-CPU loopback cluster; their workers take half a CPU each, so a CPU
-    stays free for the next trial's worker group (the search refuses a plan that reserves every CPU)."""
-    storage, name, steps = str(tmp_path / "storage"), "mw", 4
-    sets = {**{k.replace("-", "_"): v for k, v in TINY_RUN.items()}, "steps": steps, "workers": 2}
-    sets.update(checkpoint_interval=2, log_interval=2, steps_per_loop=2, synthetic_dir=synthetic_dir)
+    stays free for the next trial's worker group (the search refuses a plan that reserves every CPU).
+    FIFO, so no trial is stopped early and both must end with every report and a final model."""
+    interval = test_search.INTERVAL  # the space's checkpoint_interval: a report every `interval` steps
+    storage, name, steps = str(tmp_path / "storage"), "mw", 2 * interval
+    search = "metric: hierarchical_recall\ntrials: 2\nmax_concurrent: 1\nseed: 0\nscheduler: fifo\n"
+    space = test_search.space_yaml(
+        tmp_path, synthetic_dir, search, "  max_lr: {loguniform: [1.0e-3, 1.0e-2]}\n", steps=steps
+    )
     cmd = search_cmd(
-        *("--space", "cutmix", "--trials", "2", "--max-concurrent", "1", "--grace-period", "2"),
-        *("--resources", "cpu=0.5", "--storage", storage, "--name", name),
-        *("--address", ray_cluster["address"]),
-        *(arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")),
+        *("--space", space, "--set", "workers=2", "--resources", "cpu=0.5"),
+        *("--storage", storage, "--name", name, "--address", ray_cluster["address"]),
     )
     log = str(tmp_path / "search.log")
     proc = start_logged(cmd, log, ray_cluster["env"])
@@ -217,12 +220,10 @@ def test_search_whose_trials_are_two_worker_trainings(ray_cluster, synthetic_dir
     results = trial_results(exp)
     assert len(results) == 2, text[-4000:]
     for rows in results.values():
-        assert [row["step"] for row in rows] == [2, 4]
-        trial_id = rows[0]["trial_id"]
-        run = pathlib.Path(exp, "runs", f"trial_{trial_id}")
-        assert rows[-1]["checkpoint_path"].startswith(
-            str(run / "ray_train")
-        )  # worker 0's persisted checkpoint
+        assert [row["step"] for row in rows] == [interval, steps]
+        run = pathlib.Path(exp, "runs", f"trial_{rows[0]['trial_id']}")
+        for row in rows:  # worker 0's checkpoint of that report, persisted by Ray Train in the run dir
+            assert row["checkpoint_path"].startswith(str(run / "ray_train")), row["checkpoint_path"]
         assert (run / "model_final.keras").stat().st_size > 1000
     assert text.count("[worker 1/2]") >= 2  # each trial had a second worker
     import yaml
