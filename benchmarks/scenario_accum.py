@@ -9,7 +9,6 @@ under `model.fit` (recorded with its error when it fails).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -21,14 +20,14 @@ import tensorflow as tf
 from harness import Runner, log, paired, paired_summaries, run_group
 from workload import Workload
 
-from tpu_grapheme import distribute, optimizers
+from tpu_grapheme import distribute
 
 K = 4  # micro-batches per optimizer step in the multi-replica comparison
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "throughput.py")
 
 
 def runners(w: Workload, args) -> list[Runner]:
-    return [w.custom(f"accum_k{k}", k=k, label=f"custom loop, accumulation k={k}") for k in (2, 4)]
+    return [w.custom(f"accum_k{k}", grad_accum=k, label=f"custom loop, accumulation k={k}") for k in (2, 4)]
 
 
 def ratios(rs: dict[str, Runner], multi_replica: dict) -> dict[str, dict | None]:
@@ -44,11 +43,16 @@ def ratios(rs: dict[str, Runner], multi_replica: dict) -> dict[str, dict | None]
 
 def keras_style(w: Workload, k: int, *, label: str) -> Runner:
     """Keras 3's accumulation design emulated: every micro-batch's gradients all-reduced at once."""
-    model, opt = w.model_and_optimizer()
+    task, model, opt = w.pieces()
     acc = seed_style.AllReduceEveryMicroBatch(
-        strategy=w.strategy, model=model, optimizer=opt, k=k, micro_batch=w.args.batch_size
+        strategy=w.strategy,
+        model=model,
+        optimizer=opt,
+        k=k,
+        micro_batch=task.cfg.batch_size,
+        head_weights=task.cfg.head_weights,
     )
-    it = w.iterator()
+    it = w.iterator(task)
     calls, per_call = w.calls(w.n)
 
     def window():
@@ -60,22 +64,8 @@ def keras_style(w: Workload, k: int, *, label: str) -> Runner:
 
 def keras_native(w: Workload, k: int, *, windows: int) -> Runner:
     """model.fit with Keras 3's optimizer-side accumulation (all-reduce per micro-batch)."""
-
-    def opt(schedule):
-        options = optimizers.OptimizerOptions.from_train_config(w.cfg)
-        return optimizers.build_optimizer(
-            dataclasses.replace(options, gradient_accumulation_steps=k), schedule
-        )
-
-    return w.fit(
-        f"keras_native_k{k}",
-        jit=False,
-        spe=w.n,
-        windows=windows,
-        optimizer=opt,
-        steps=w.steps * k,  # k micro-batches per optimizer step
-        label=f"model.fit + Keras gradient_accumulation_steps={k}",
-    )
+    label = f"model.fit + Keras gradient_accumulation_steps={k}"
+    return w.fit(f"keras_native_k{k}", jit=False, spe=w.n, windows=windows, keras_accum=k, label=label)
 
 
 def worker(args) -> None:
@@ -86,7 +76,7 @@ def worker(args) -> None:
     w = Workload(args, strategy)
     rs = [
         w.custom("ours_k1", label=f"ours k=1, {r} replicas"),
-        w.custom(f"ours_k{K}", k=K, label=f"ours k={K} (one all-reduce per step), {r} replicas"),
+        w.custom(f"ours_k{K}", grad_accum=K, label=f"ours k={K} (one all-reduce per step), {r} replicas"),
         keras_style(w, K, label=f"Keras-style k={K} (all-reduce per micro-batch), {r} replicas"),
         # Keras 3's own `gradient_accumulation_steps`: recorded (it fails under MirroredStrategy in 3.15).
         keras_native(w, K, windows=args.repeats + 1),

@@ -15,9 +15,15 @@ from workload import MIX, Workload
 
 def seed_host_aug(w: Workload) -> Runner:
     """The seed's design by choice: its own step on (y, y[perm], lam) targets mixed on the host."""
-    model, opt = w.model_and_optimizer()
-    ss = seed_style.SeedStep(strategy=w.strategy, model=model, optimizer=opt, global_batch=w.global_batch)
-    it = w.iterator(transform=lambda ds: seed_style.seed_mix_dataset(ds, **MIX))
+    task, model, opt = w.pieces()
+    ss = seed_style.SeedStep(
+        strategy=w.strategy,
+        model=model,
+        optimizer=opt,
+        global_batch=w.global_batch,
+        head_weights=task.cfg.head_weights,
+    )
+    it = w.iterator(task, transform=lambda ds: seed_style.seed_mix_dataset(ds, **MIX))
     calls, per_call = w.calls(w.n)
 
     def window():
@@ -28,12 +34,12 @@ def seed_host_aug(w: Workload) -> Runner:
 
 
 def runners(w: Workload, args) -> list[Runner]:
-    rs = [w.custom("aug_on", augment=True, label="custom loop + MixUp/CutMix in the step")]
+    rs = [w.custom("aug_on", **MIX, label="custom loop + MixUp/CutMix in the step")]
     if not w.auto_jit:  # the kernels can be compiled on their own only when the step is not
         rs.append(
             w.custom(
                 "aug_jit_kernels",
-                augment=True,
+                **MIX,
                 jit_augment=True,
                 label="custom loop + MixUp/CutMix, kernels XLA-compiled alone",
             )

@@ -23,7 +23,7 @@ def custom_runners(w: Workload, *, jit_probe: bool) -> list[Runner]:
         rs.append(
             w.custom(
                 "custom_splN_jit_alt",
-                jit=not w.auto_jit,
+                jit_compile="off" if w.auto_jit else "on",
                 label=f"custom loop, steps_per_loop {w.n} (jit {other})",
             )
         )
@@ -45,9 +45,15 @@ def fit_runners(w: Workload, *, jit_probe: bool, windows: int) -> list[Runner]:
 
 def helper_bot(w: Workload) -> Runner:
     """The tf-helper-bot loop: one `strategy.run` per Python call, loss fetched every step."""
-    model, opt = w.model_and_optimizer()
-    ss = seed_style.SeedStep(strategy=w.strategy, model=model, optimizer=opt, global_batch=w.global_batch)
-    it = w.iterator(transform=seed_style.plain_targets)
+    task, model, opt = w.pieces()
+    ss = seed_style.SeedStep(
+        strategy=w.strategy,
+        model=model,
+        optimizer=opt,
+        global_batch=w.global_batch,
+        head_weights=task.cfg.head_weights,
+    )
+    it = w.iterator(task, transform=seed_style.plain_targets)
 
     def window():
         for _ in range(w.steps):
@@ -58,7 +64,7 @@ def helper_bot(w: Workload) -> Runner:
 
 def precision_runners(w: Workload, precisions: list[str]) -> list[Runner]:
     return [
-        w.custom(f"precision_{p}", precision=p, label=f"custom loop, mixed {p}")
+        w.custom(f"precision_{p}", mixed_precision=p, label=f"custom loop, mixed {p}")
         for p in precisions
         if p != "float32"
     ]

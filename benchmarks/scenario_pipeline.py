@@ -13,7 +13,7 @@ from workload import Workload
 def pipeline_alone(w: Workload) -> Runner:
     """Windows of 20x the steps: the prefetch buffers refill while other runners run, and a short
     window would mostly drain them."""
-    it = w.past_first_epoch(iter(w.dataset(batch=w.global_batch)), w.global_batch)
+    it = w.iterator(w.task())  # the loop's inputs, past their first epoch
     batches = 20 * w.steps
 
     def window():
@@ -26,7 +26,7 @@ def pipeline_alone(w: Workload) -> Runner:
 def runners(w: Workload, args) -> list[Runner]:
     return [
         w.custom("cached_step", cached=True, label="step alone on cached in-memory batches"),
-        w.custom("custom_nocache", cache=False, label="custom loop, images decoded every epoch"),
+        w.custom("custom_nocache", cache_mb=0, label="custom loop, images decoded every epoch"),
         pipeline_alone(w),
     ]
 
