@@ -68,7 +68,7 @@ def keras_native(w: Workload, k: int, *, windows: int) -> Runner:
     return w.fit(f"keras_native_k{k}", jit=False, spe=w.n, windows=windows, keras_accum=k, label=label)
 
 
-def worker(args) -> None:
+def worker(args) -> list[Runner]:
     """Subprocess: our k-step accumulation vs Keras' designs on R logical CPU devices; JSON to a file."""
     strategy = distribute.resolve_strategy("cpu", cpu_replicas=args.replicas)
     r = strategy.num_replicas_in_sync
@@ -87,6 +87,7 @@ def worker(args) -> None:
     out["per_replica_batch"] = args.batch_size
     with open(args.accum_worker, "w") as f:
         json.dump(out, f)
+    return rs
 
 
 def run_subprocess(args, argv: list[str]) -> dict:

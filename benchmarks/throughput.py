@@ -33,6 +33,9 @@ from tpu_grapheme import distribute  # noqa: E402
 from tpu_grapheme.errors import UserError, cli_main  # noqa: E402
 
 SCENARIOS = (scenario_loops, scenario_pipeline, scenario_augment, scenario_accum)
+# The runners stay referenced until the process exits: freeing their models, pipelines and fit threads
+# can take tens of seconds, and the script ends with os._exit once the results are written.
+_ALIVE: list = []
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -151,6 +154,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     # The subprocess first: later the main process holds every runner's pipeline and threads.
     multi = {} if args.no_multi_replica else scenario_accum.run_subprocess(args, argv)
     rs = main_group(w, args)
+    _ALIVE.append(rs)
     peak = max(peak, matmul_peak(w.kind, seconds=burst), key=lambda p: p["flop_per_s"])  # before or after
     prof = scenario_profile.profile_runners(rs, args.profile, steps=w.steps) if args.profile else {}
     info["load_average_end"] = load_average()
@@ -170,7 +174,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.accum_worker:
-        scenario_accum.worker(args)
+        _ALIVE.append(scenario_accum.worker(args))
         return
     result = measure(args, sys.argv[1:] if argv is None else list(argv))
     report.print_table(result)
