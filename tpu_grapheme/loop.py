@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -121,8 +119,9 @@ class _Controller:
         self.ckpt = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, best_metric=self.best, **self.step.checkpoint_items()
         )
-        ckpt_dir = self.run_dir.checkpoints if self.chief else tempfile.mkdtemp(prefix="worker_ckpt_")
-        self.manager = tf.train.CheckpointManager(self.ckpt, ckpt_dir, max_to_keep=cfg.keep_checkpoints)
+        self.manager = self.run_dir.checkpoint_manager(
+            self.ckpt, max_to_keep=cfg.keep_checkpoints, chief=self.chief
+        )
         self.history: list[dict] = []
 
     @property
@@ -135,8 +134,8 @@ class _Controller:
 
     def save_unsaved(self) -> str | None:
         """Save a checkpoint of the current step unless it is the latest already (or step 0)."""
-        step, latest = self.global_step, tf.train.latest_checkpoint(self.run_dir.checkpoints)
-        if step > 0 and (latest is None or not latest.endswith(f"-{step}")):
+        step, latest = self.global_step, self.run_dir.latest_checkpoint()
+        if step > 0 and (latest is None or self.run_dir.checkpoint_step(latest) != step):
             return self.save_checkpoint()
         return None
 
@@ -146,7 +145,7 @@ class _Controller:
     # --- main -------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, log = self.cfg, self.log
-        if latest := tf.train.latest_checkpoint(self.run_dir.checkpoints):
+        if latest := self.run_dir.latest_checkpoint():
             self.ckpt.restore(latest).assert_existing_objects_matched()
             log(f"resumed from {latest} at step {self.global_step}")
         start = self.global_step
@@ -357,4 +356,4 @@ def run_training(
             raise controller.inputs.corrupt_data_error(e, step=controller.global_step) from None
         finally:
             if not controller.chief:  # a non-chief worker's checkpoints only served the collective save
-                shutil.rmtree(controller.manager.directory, ignore_errors=True)
+                controller.run_dir.remove_private_checkpoints(controller.manager)
