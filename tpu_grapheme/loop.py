@@ -13,8 +13,6 @@ trackable): a resumed run reshuffles with a seed derived from its step.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -72,7 +70,7 @@ def run_training(
             raise task.inputs.corrupt_data_error(e, step=run.global_step) from None
         finally:
             if not task.chief:  # a non-chief worker's checkpoints only served the collective save
-                shutil.rmtree(run.manager.directory, ignore_errors=True)
+                task.run_dir.remove_private_checkpoints(run.manager)
 
 
 class _Run:
@@ -83,10 +81,9 @@ class _Run:
         if task.chief:
             task.run_dir.create()
         self.pieces: Pieces = task.build()
-        # Checkpoint saves are collective: non-chief workers save too, into a temporary dir of their own.
-        ckpt_dir = task.run_dir.checkpoints if task.chief else tempfile.mkdtemp(prefix="worker_ckpt_")
-        self.manager = tf.train.CheckpointManager(
-            self.pieces.checkpoint, ckpt_dir, max_to_keep=self.cfg.keep_checkpoints
+        # Checkpoint saves are collective: non-chief workers save too, into a private dir of their own.
+        self.manager = task.run_dir.checkpoint_manager(
+            self.pieces.checkpoint, max_to_keep=self.cfg.keep_checkpoints, chief=task.chief
         )
         self.history: list[dict] = []
         self.export = eval_actions.ExportFinal(
@@ -100,15 +97,15 @@ class _Run:
 
     def save_unsaved(self) -> str | None:
         """Save a checkpoint of the current step unless it is the latest already (or step 0)."""
-        step, latest = self.global_step, tf.train.latest_checkpoint(self.task.run_dir.checkpoints)
-        if step > 0 and (latest is None or not latest.endswith(f"-{step}")):
+        step, latest = self.global_step, self.task.run_dir.latest_checkpoint()
+        if step > 0 and (latest is None or self.task.run_dir.checkpoint_step(latest) != step):
             with self.stop.critical():
                 return self.manager.save(checkpoint_number=step)
         return None
 
     def train(self) -> TrainResult:
         task, cfg, log = self.task, self.cfg, self.task.log
-        if latest := tf.train.latest_checkpoint(task.run_dir.checkpoints):
+        if latest := task.run_dir.latest_checkpoint():
             self.pieces.checkpoint.restore(latest).assert_existing_objects_matched()
             log(f"resumed from {latest} at step {self.global_step}")
         start = self.global_step

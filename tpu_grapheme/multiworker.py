@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,10 +48,15 @@ def worker_loop(config: dict[str, Any]) -> None:
             print(message, flush=True)
 
     def on_eval(result: Any) -> None:
-        checkpoint = None
-        if rank == 0 and config.get("report_checkpoints"):
-            checkpoint = ray.train.Checkpoint.from_directory(result.checkpoint_dir)
-        ray.train.report({**result.metrics, "step": int(result.step)}, checkpoint=checkpoint)
+        metrics = {**result.metrics, "step": int(result.step)}
+        if rank != 0 or not config.get("report_checkpoints"):
+            ray.train.report(metrics, checkpoint=None)
+            return
+        # The checkpoint of this evaluation only, frozen and local (the run dir may be a URI): Ray persists
+        # it during `report`, while the live checkpoints dir moves on.
+        with tempfile.TemporaryDirectory() as frozen:
+            RunDir(cfg.run_dir).snapshot_checkpoint(int(result.step), frozen)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(frozen))
 
     run_training(cfg, on_eval=on_eval, log=log)
 

@@ -1,7 +1,8 @@
-"""A run directory: the one owner of every file name in it, and of how each file is written and read.
+"""A run directory: the one owner of every file name in it (checkpoints included), and of how each
+file is written and read.
 
     <output_dir>/<run_name>/
-        checkpoints/          tf.train.CheckpointManager saves (resume, search trials, inference)
+        checkpoints/          ckpt-<step>.* saves of a tf.train.CheckpointManager and its state file
         model_best.keras      best evaluation so far;  model_final.keras  the last step
         model_meta.json       input size, resize method, normalisation, training class counts
         config.yaml           the TrainConfig the run was started with
@@ -9,21 +10,34 @@
         training_curves.png   history as a plot;  tensorboard/  summaries
         ray_train/            Ray Train's run state of a multi-worker training (`--workers N`)
 
-Local paths and `gs://` URIs alike (through tf.io.gfile). Every write is atomic: a temporary next to
-the target, then a rename, so a kill leaves the previous file or the new one, never half of one.
+Local paths and URIs (`gs://`) alike: every file goes through tf.io.gfile (`gfile_io`), every write is
+atomic. Training, the search's trainable and inference all find a run's files here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+import re
+import tempfile
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from tpu_grapheme.data import paths
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError
+from tpu_grapheme.gfile_io import (
+    TMP,
+    basename,
+    copy_tree,
+    read_text,
+    remove_tree,
+    save_model_atomic,
+    write_file_atomic,
+    write_text_atomic,
+)
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "model_best.keras"
@@ -35,7 +49,12 @@ CURVES = "training_curves.png"
 TENSORBOARD = "tensorboard"
 RAY_TRAIN = "ray_train"
 META_SCHEMA_VERSION = 1
-_TMP = ".tmp-"  # infix of in-flight temporaries: `<name>.tmp-<pid>[.keras]`
+CKPT = "ckpt"  # the CheckpointManager's checkpoint_name: a save of step N is `checkpoints/ckpt-N.*`
+CHECKPOINT_STATE = "checkpoint"  # the state file `tf.train.latest_checkpoint` reads
+WORKER_CKPT_PREFIX = "worker_ckpt_"  # private checkpoint dirs of non-chief workers
+
+if TYPE_CHECKING:
+    from tpu_grapheme.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +97,129 @@ class RunDir:
 
         tf.io.gfile.makedirs(self.path)
         for name in tf.io.gfile.listdir(self.path):
-            if _TMP in name:
+            if TMP in name:
                 tf.io.gfile.remove(self.file(name.rstrip("/")))
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    @staticmethod
+    def checkpoint_name(step: int) -> str:
+        """The name of step `step`'s checkpoint (its files are `<name>.index`, `<name>.data-*`)."""
+        return f"{CKPT}-{int(step)}"
+
+    @staticmethod
+    def checkpoint_step(prefix: str) -> int | None:
+        """The step a checkpoint prefix names (`.../ckpt-12` -> 12); None for any other name."""
+        match = re.fullmatch(rf"{CKPT}-(\d+)", basename(prefix))
+        return int(match.group(1)) if match else None
+
+    def checkpoint_prefix(self, step: int) -> str:
+        return paths.join(self.checkpoints, self.checkpoint_name(step))
+
+    def checkpoint_manager(self, checkpoint: Any, *, max_to_keep: int, chief: bool = True) -> Any:
+        """A tf.train.CheckpointManager saving `ckpt-<step>` into the checkpoints dir. Saves are collective
+        under a multi-worker strategy: a non-chief worker saves into a private temporary dir instead,
+        which `remove_private_checkpoints` deletes."""
+        import tensorflow as tf
+
+        directory = self.checkpoints if chief else tempfile.mkdtemp(prefix=WORKER_CKPT_PREFIX)
+        return tf.train.CheckpointManager(
+            checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name=CKPT
+        )
+
+    def remove_private_checkpoints(self, manager: Any) -> None:
+        """Delete a non-chief worker's private checkpoint dir; the run's own checkpoints stay."""
+        import tensorflow as tf
+
+        directory = str(manager.directory)
+        if directory != self.checkpoints and basename(directory).startswith(WORKER_CKPT_PREFIX):
+            with contextlib.suppress(tf.errors.OpError):  # best effort, as for any temporary dir
+                remove_tree(directory)
+
+    def latest_checkpoint(self) -> str | None:
+        """The prefix of the newest checkpoint the state file names (None: no checkpoint yet)."""
+        import tensorflow as tf
+
+        return tf.train.latest_checkpoint(self.checkpoints)
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps of the checkpoints present (their index files), ascending."""
+        import tensorflow as tf
+
+        found = tf.io.gfile.glob(paths.join(self.checkpoints, f"{CKPT}-*.index"))
+        return sorted(s for f in found if (s := self.checkpoint_step(f[: -len(".index")])) is not None)
+
+    def snapshot_checkpoint(self, step: int, dest: str) -> str:
+        """Copy the checkpoint of `step` (its files and a state file naming only it) into `dest`: a frozen
+        copy for Ray, where the live dir keeps changing (newer saves, rotated old ones). Returns its prefix."""
+        import tensorflow as tf
+
+        name = self.checkpoint_name(step)
+        files = tf.io.gfile.glob(self.checkpoint_prefix(step) + ".*")
+        if not files:
+            raise UserError(f"no checkpoint of step {step} in {self.checkpoints}")
+        tf.io.gfile.makedirs(dest)
+        for f in files:
+            tf.io.gfile.copy(f, paths.join(dest, basename(f)), overwrite=True)
+        write_checkpoint_state(dest, [name])  # relative: the copy is moved to storage, restored elsewhere
+        return paths.join(dest, name)
+
+    def restore_checkpoints(self, checkpoint: Any) -> str | None:
+        """Replace the checkpoints dir with a Ray checkpoint's files (anything with Ray's `as_directory()`);
+        a crash may have left newer, unreported saves behind. None: no checkpoint given."""
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as source:
+            remove_tree(self.checkpoints)
+            copy_tree(source, self.checkpoints, last=CHECKPOINT_STATE)  # no state file until all is there
+        return self.checkpoints
+
+    # --- models for inference ---------------------------------------------------------------------
+    @classmethod
+    def resolve_model(cls, spec: str) -> ModelSource:
+        """What a `--model-paths` entry names: a .keras file; a run dir (its model_best.keras, else its
+        latest checkpoint); a checkpoints dir (its latest checkpoint); a checkpoint prefix (`.../ckpt-5`)."""
+        import tensorflow as tf
+
+        gfile, path = tf.io.gfile, spec.rstrip("/") or spec
+        if gfile.exists(path) and not gfile.isdir(path):
+            if not path.endswith(".keras"):
+                raise UserError(
+                    f"model {spec}: not a .keras file (give a .keras file, a run dir or a checkpoints dir)"
+                )
+            return ModelSource("keras", path, cls(paths.dirname(_absolute(path))))
+        if gfile.exists(path + ".index"):
+            return ModelSource("checkpoint", path, cls(paths.dirname(paths.dirname(_absolute(path)))))
+        if not gfile.isdir(path):
+            raise UserError(f"model {spec}: no such file or directory")
+        run = cls(_absolute(path))
+        if gfile.exists(run.best_model):
+            return ModelSource("keras", run.best_model, run)
+        for ckpt_dir, owner in ((run.checkpoints, run), (run.path, cls(paths.dirname(run.path)))):
+            latest = tf.train.latest_checkpoint(ckpt_dir) if gfile.isdir(ckpt_dir) else None
+            if latest:  # a run dir's checkpoints, or `path` is the checkpoints dir of a run
+                return ModelSource("checkpoint", latest, owner)
+        raise UserError(f"model {spec}: directory has neither {BEST_MODEL} nor a checkpoint")
 
     # --- small files ------------------------------------------------------------------------------
     def write_config(self, yaml_text: str) -> None:
         write_text_atomic(self.file(CONFIG), yaml_text)
+
+    def read_config(self) -> TrainConfig | None:
+        """The run's TrainConfig from `config.yaml` (None when absent); a broken file is a UserError."""
+        import yaml
+
+        from tpu_grapheme.config import from_dict
+
+        text = read_text(self.file(CONFIG))
+        if text is None:
+            return None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserError(f"{self.file(CONFIG)} is not valid YAML: {_first_line(e)}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.file(CONFIG)} must hold a mapping of TrainConfig fields")
+        return from_dict(data)
 
     def write_meta(
         self,
@@ -113,7 +249,7 @@ class RunDir:
 
     def read_meta(self) -> dict[str, Any] | None:
         """`model_meta.json` checked (None when absent); a broken file is a one-line UserError."""
-        text = _read_text(self.file(META))
+        text = read_text(self.file(META))
         if text is None:
             return None
         try:
@@ -122,7 +258,7 @@ class RunDir:
             raise UserError(f"{self.file(META)}: unreadable model meta ({_first_line(e)})") from None
 
     def read_history(self, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
-        text = _read_text(self.file(HISTORY))
+        text = read_text(self.file(HISTORY))
         rows = json.loads(text) if text else []
         return [r for r in rows if up_to_step is None or r["step"] <= up_to_step]
 
@@ -142,75 +278,32 @@ class RunDir:
             return None
         from tpu_grapheme.curves import plot_history
 
-        fig = plot_history(history, title=os.path.basename(self.path.rstrip("/")))
+        fig = plot_history(history, title=basename(self.path))
         write_file_atomic(self.curves, ".png", lambda p: fig.savefig(p, dpi=100))
         return self.curves
 
 
-# --------------------------------------------------------------------------------------------------
-def snapshot_checkpoint(checkpoints: str, step: int, dest: str) -> str:
-    """Copy the checkpoint of `step` (its files and a state file naming only it) from a checkpoints dir
-    into `dest`: a frozen copy, where the live dir keeps changing (newer saves, rotated old ones)."""
-    import tensorflow as tf
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """A model inference can load: `kind` "keras" (a .keras file) or "checkpoint" (a checkpoint prefix,
+    rebuilt from its run's config.yaml), and the run it belongs to (its meta, its config)."""
 
-    prefix = paths.join(checkpoints, f"ckpt-{step}")
-    files = tf.io.gfile.glob(prefix + ".*")
-    if not files:
-        raise UserError(f"no checkpoint of step {step} in {checkpoints}")
-    tf.io.gfile.makedirs(dest)
-    for f in files:
-        tf.io.gfile.copy(f, paths.join(dest, os.path.basename(f)), overwrite=True)
-    name = f"ckpt-{step}"  # relative in the state file: the copy is moved to storage and restored elsewhere
-    tf.compat.v1.train.update_checkpoint_state(dest, name, all_model_checkpoint_paths=[name])
-    return paths.join(dest, name)
+    kind: str
+    path: str
+    run: RunDir
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    import tensorflow as tf
-
-    tmp = _tmp_name(path)
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def save_model_atomic(model: Any, path: str) -> None:
-    write_file_atomic(path, ".keras", model.save)  # Keras needs the suffix on the temporary too
+def write_checkpoint_state(directory: str, names: Sequence[str]) -> None:
+    """The `checkpoint` state file of `directory`, as TensorFlow writes it (a CheckpointState text proto):
+    `names` relative to `directory`, the last the latest. Written atomically, through gfile."""
+    if not names or any(not re.fullmatch(r"[\w.\-]+", n) for n in names):
+        raise ValueError(f"checkpoint names must be plain file names, got {list(names)!r}")
+    lines = [f'model_checkpoint_path: "{names[-1]}"'] + [f'all_model_checkpoint_paths: "{n}"' for n in names]
+    write_text_atomic(paths.join(directory, CHECKPOINT_STATE), "\n".join(lines) + "\n")
 
 
-def write_file_atomic(path: str, suffix: str, write: Callable[[str], None]) -> None:
-    """`write(tmp)` to a temporary beside `path`, then rename it into place.
-
-    For a URI the file is written locally first (Keras and matplotlib write local files), copied to a
-    temporary beside the target, then renamed.
-    """
-    tmp = _tmp_name(path, suffix)
-    if not paths.is_uri(path):
-        write(tmp)
-        os.replace(tmp, path)
-        return
-    import tempfile
-
-    import tensorflow as tf
-
-    local = os.path.join(tempfile.gettempdir(), os.path.basename(tmp))
-    write(local)
-    tf.io.gfile.copy(local, tmp, overwrite=True)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-    os.remove(local)
-
-
-def _tmp_name(path: str, suffix: str = "") -> str:
-    return f"{path}{_TMP}{os.getpid()}{suffix}"
-
-
-def _read_text(path: str) -> str | None:
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return f.read()
+def _absolute(path: str) -> str:
+    return path if paths.is_uri(path) else os.path.abspath(path)
 
 
 def _checked_meta(meta: Any) -> dict[str, Any]:

@@ -4,14 +4,13 @@ Fixed values (including the shared data patterns the driver prepared) come bound
 `tune.with_parameters`; the sampled params come as the trial's `config`. After every evaluation the loop
 calls `on_eval`, which reports the metrics plus `step` (ASHA's time axis) and the loop's checkpoint dir.
 A retried or resumed trial gets that checkpoint back from `ray.tune.get_checkpoint()`; it is copied into
-`cfg.run_dir/checkpoints`, where `run_training` resumes from it by itself.
+`cfg.run_dir/checkpoints` (`RunDir.restore_checkpoints`), where `run_training` resumes from it by itself.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -19,19 +18,8 @@ from typing import Any
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import paths
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.run_dir import RunDir, snapshot_checkpoint
+from tpu_grapheme.run_dir import RunDir
 from tune.space import trial_config
-
-
-def restore_checkpoint(checkpoint: Any, run_dir: str) -> str | None:
-    """Replace `run_dir/checkpoints` with the contents of a Ray checkpoint (None: nothing to restore)."""
-    if checkpoint is None:
-        return None
-    dest = RunDir(run_dir).checkpoints
-    shutil.rmtree(dest, ignore_errors=True)  # a crash may have left newer, unreported files behind
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    checkpoint.to_directory(dest)
-    return dest
 
 
 def train_trial(
@@ -49,7 +37,8 @@ def train_trial(
         return
     if tpu_slice:
         cfg = cfg.replace(strategy="tpu", tpu=slice_name(cfg.tpu))
-    restored = restore_checkpoint(ray.tune.get_checkpoint(), cfg.run_dir)
+    run_dir = RunDir(cfg.run_dir)
+    restored = run_dir.restore_checkpoints(ray.tune.get_checkpoint())
     if restored:
         print(f"[tune] trial {ctx.get_trial_name()}: resuming from the reported checkpoint ({restored})")
     if ray.get_gpu_ids():
@@ -69,7 +58,7 @@ def train_trial(
         # The checkpoint of this evaluation only, frozen: Ray persists the reported dir after `report` is
         # called, and the live checkpoints dir may by then hold a newer save or have rotated this one away.
         with tempfile.TemporaryDirectory() as frozen:
-            snapshot_checkpoint(result.checkpoint_dir, int(result.step), frozen)
+            run_dir.snapshot_checkpoint(int(result.step), frozen)
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(frozen))
 
     run_training(cfg, on_eval=on_eval)

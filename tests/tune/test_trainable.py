@@ -1,4 +1,4 @@
-"""Trainable helpers: a Ray checkpoint lands where the loop resumes from.
+"""Trainable helpers: a Ray checkpoint lands where the loop resumes from (`RunDir.restore_checkpoints`).
 
 The trainable itself (its config under the trial dir, reporting, retry from a checkpoint, TPU placement)
 runs for real in test_search.py; `trial_config` is tested in test_space.py.
@@ -10,7 +10,7 @@ import os
 
 import ray.tune
 
-from tune.trainable import restore_checkpoint
+from tpu_grapheme.run_dir import RunDir
 
 
 def test_restore_checkpoint_replaces_the_run_checkpoints(tmp_path):
@@ -23,7 +23,8 @@ def test_restore_checkpoint_replaces_the_run_checkpoints(tmp_path):
     stale.mkdir(parents=True)
     (stale / "ckpt-3.index").write_text("newer than the last report")
 
-    assert restore_checkpoint(None, str(run_dir)) is None
-    dest = restore_checkpoint(ray.tune.Checkpoint.from_directory(str(reported)), str(run_dir))
+    run = RunDir(str(run_dir))
+    assert run.restore_checkpoints(None) is None
+    dest = run.restore_checkpoints(ray.tune.Checkpoint.from_directory(str(reported)))
     assert dest == os.path.join(run_dir, "checkpoints")
     assert sorted(os.listdir(dest)) == ["checkpoint", "ckpt-2.index"]

@@ -7,7 +7,6 @@ A member predicts exactly as training fed the model: the training pipeline's own
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,8 +14,9 @@ import numpy as np
 
 from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, WIDTH
 from tpu_grapheme.errors import UserError
+from tpu_grapheme.gfile_io import local_copy
 from tpu_grapheme.graphemes import mix_heads, seen_ids
-from tpu_grapheme.run_dir import BEST_MODEL, CHECKPOINTS, CONFIG, META, RunDir
+from tpu_grapheme.run_dir import CONFIG, META, RunDir
 
 GRAPHEME = "grapheme"  # the optional whole-grapheme output (`model.GRAPHEME`; no Keras import here)
 
@@ -93,72 +93,33 @@ def read_meta(run_dir: str) -> dict | None:
     return RunDir(run_dir).read_meta()
 
 
-def resolve_model_path(spec: str) -> tuple[str, str, str]:
-    """(kind, path, run_dir): kind "keras" (a .keras file) or "checkpoint" (a checkpoint prefix).
-
-    A run dir gives its model_best.keras, else its latest checkpoint; a checkpoints dir (or one
-    checkpoint prefix such as `run/checkpoints/ckpt-5`) gives that checkpoint, rebuilt from the run's
-    config.yaml.
-    """
-    import tensorflow as tf
-
-    path = spec.rstrip("/") or spec
-    if os.path.isfile(path):
-        if not path.endswith(".keras"):
-            raise UserError(
-                f"model {spec}: not a .keras file (give a .keras file, a run dir or a checkpoints dir)"
-            )
-        return "keras", path, os.path.dirname(os.path.abspath(path))
-    if os.path.isfile(path + ".index"):
-        return "checkpoint", path, os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if not os.path.isdir(path):
-        raise UserError(f"model {spec}: no such file or directory")
-    if os.path.isfile(os.path.join(path, BEST_MODEL)):
-        return "keras", os.path.join(path, BEST_MODEL), os.path.abspath(path)
-    for ckpt_dir, run_dir in (
-        (os.path.join(path, CHECKPOINTS), path),
-        (path, os.path.dirname(os.path.abspath(path))),
-    ):
-        latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
-        if latest:
-            return "checkpoint", latest, os.path.abspath(run_dir)
-    raise UserError(f"model {spec}: directory has neither {BEST_MODEL} nor a checkpoint")
-
-
 def _load_keras(path: str):
     import keras
 
     import tpu_grapheme.model  # noqa: F401  (registers any custom objects before deserialising)
 
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        with local_copy(path) as local:  # a .keras file on a URI (gs://) is read from a local copy
+            return keras.models.load_model(local, safe_mode=True, compile=False)
     except Exception as e:  # corrupt zip, unsafe lambda, unknown layer, ...: all bad user input here
         raise UserError(f"cannot load model {path}: {_first_line(e)}") from None
 
 
-def _restore_checkpoint(prefix: str, run_dir: str, meta: dict):
+def _restore_checkpoint(prefix: str, run: RunDir, meta: dict):
     import tensorflow as tf
 
-    from tpu_grapheme.config import from_dict
-    from tpu_grapheme.config_io import load_yaml
-    from tpu_grapheme.model import build_model, grapheme_classes
+    from tpu_grapheme.model import grapheme_classes
+    from tpu_grapheme.task import model_from_config
 
-    cfg_path = os.path.join(run_dir, CONFIG)
-    if not os.path.isfile(cfg_path):
-        raise UserError(f"checkpoint {prefix}: no {CONFIG} in {run_dir} to rebuild the model from")
-    cfg = from_dict(load_yaml(cfg_path))
+    cfg = run.read_config()
+    if cfg is None:
+        raise UserError(f"checkpoint {prefix}: no {CONFIG} in {run.path} to rebuild the model from")
     classes = ()
     if getattr(cfg, "grapheme_head", False):  # its classes: the training combinations the meta records
         if not meta.get("combination_counts"):
             raise UserError(f"checkpoint {prefix}: a grapheme head needs combination_counts in {META}")
         classes = grapheme_classes(meta["combination_counts"])
-    model = build_model(
-        arch=cfg.arch,
-        input_shape=(*cfg.resize, 1),
-        dropout=cfg.dropout,
-        seed=cfg.seed,
-        grapheme_classes=classes,
-    )
+    model = model_from_config(cfg, grapheme_classes=classes)  # as the run built it
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
         status.assert_existing_objects_matched()
@@ -201,12 +162,12 @@ def check_model(model, where: str, resize: tuple[int, int] | None) -> tuple[tupl
 
 def load_member(spec: str, *, resize: tuple[int, int] | None = None) -> Member:
     """Load and check one `--model-paths` entry; `resize` overrides the run's own input size."""
-    kind, path, run_dir = resolve_model_path(spec)
-    meta = read_meta(run_dir)
-    if kind == "keras":
+    source = RunDir.resolve_model(spec)
+    path, meta = source.path, source.run.read_meta()
+    if source.kind == "keras":
         model, own_resize, method = _load_keras(path), None, "auto"
     else:
-        model, own_resize, method = _restore_checkpoint(path, run_dir, meta or {})
+        model, own_resize, method = _restore_checkpoint(path, source.run, meta or {})
     meta = meta or {}
     chosen = resize or meta.get("resize") or own_resize
     chosen, order = check_model(model, spec, tuple(chosen) if chosen else None)
