@@ -41,6 +41,7 @@ setup(
             "scikit-learn>=1.4",
             "efficientnet>=1.1.1,<2",
         ],
+        "dashboard": ["optuna-dashboard>=0.21,<1"],  # opens a search's optuna.db (README, "Dashboards")
         # cloud-tpu-client alone downgrades protobuf to 3.20 and breaks TF: pin one TF accepts.
         "tpu": ["cloud-tpu-client>=0.10", "protobuf>=5.28,<8"],
     },

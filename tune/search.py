@@ -5,7 +5,9 @@
     python -m tune.search --space optimizer --address auto --storage gs://bucket/tune   # a Ray cluster
     python -m tune.search --resume --storage gs://bucket/tune --name optimizer-20261125-120000
 
-Everything that can be wrong with the input (space file, overrides, cluster resources, storage that
+While it runs and after, the search shows in Optuna Dashboard (`optuna-dashboard sqlite:///<experiment
+dir>/optuna.db`, or the `--optuna-storage` URL) and TensorBoard's HParams tab (`tensorboard --logdir
+<experiment dir>`). Everything that can be wrong with the input (space file, overrides, cluster resources, storage that
 other nodes cannot see) is one `error: ...` line before any trial starts. At the end: a results table
 (best first), `best.yaml` (a full TrainConfig for `python -m tpu_grapheme.train --config best.yaml`)
 and `trials.png` (the metric per trial over steps) in the experiment dir.
@@ -23,7 +25,8 @@ from typing import Any
 
 from tpu_grapheme.data import paths
 from tpu_grapheme.errors import UserError, cli_main
-from tune import cluster, storage, tuner
+from tune import cluster, optuna_study, storage, tuner
+from tune.hparams_log import HPARAMS_DIR
 from tune.overrides import parse_resources, parse_sets, with_overrides
 from tune.results import TrialSummary, format_table, plot_trials, rank, summarize, write_best_yaml
 from tune.space import SearchSpace
@@ -46,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resources", metavar="cpu=N,gpu=N,tpu=N|host", help="per-trial resources override")
     p.add_argument(
         "--storage", default=storage.DEFAULT_STORAGE, help="experiment parent dir: local path, NFS or gs://"
+    )
+    p.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="Optuna RDB storage for the study that optuna-dashboard reads, e.g. "
+        "postgresql://host/db (default: sqlite:///<experiment dir>/optuna.db)",
     )
     p.add_argument("--name", help="experiment name (default: <space>-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
@@ -82,6 +91,50 @@ def _load(args: argparse.Namespace, root: str) -> tuple[SearchSpace, str, int]:
             f"experiment {name!r} already exists under {root}: add --resume, or pick another --name"
         )
     return space, name, args.max_failures
+
+
+def _optuna_url(args: argparse.Namespace, exp: str, local: str, name: str) -> str:
+    """The study's storage URL: the one the experiment was started with, the flag's, or sqlite beside it."""
+    if args.resume:
+        if args.optuna_storage:
+            raise UserError("--optuna-storage is fixed when a search starts; --resume keeps it")
+        return storage.load_optuna_storage(exp)
+    if not args.optuna_storage:
+        return optuna_study.default_url(local)
+    optuna_study.check_new_study(args.optuna_storage, name)
+    return args.optuna_storage
+
+
+def _tuner(
+    resume: bool,
+    space: SearchSpace,
+    trainable: Any,
+    root: str,
+    name: str,
+    max_failures: int,
+    url: str,
+    local: str,
+) -> Any:
+    """The interrupted experiment's Tuner, or a new one (its spec saved first, for `--resume`)."""
+    exp = storage.experiment_path(root, name)
+    if resume:
+        return tuner.restore_tuner(exp, trainable)
+    storage.save_spec(exp, space, name=name, max_failures=max_failures, optuna_storage=url)
+    hparams_dir = os.path.join(local, HPARAMS_DIR)
+    return tuner.build_tuner(
+        space,
+        trainable,
+        storage=root,
+        name=name,
+        max_failures=max_failures,
+        optuna_storage=url,
+        hparams_dir=hparams_dir,
+    )
+
+
+def dashboards_hint(optuna_url: str, local: str) -> str:
+    study = f"optuna-dashboard {optuna_url}" if optuna_url else ""
+    return f"[tune] dashboards: {study + '  |  ' if study else ''}tensorboard --logdir {local} (HParams tab)"
 
 
 def describe_space(space: SearchSpace) -> str:
@@ -157,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = args.storage if paths.is_uri(args.storage) else os.path.abspath(args.storage)
     space, name, max_failures = _load(args, root)
     exp = storage.experiment_path(root, name)
+    local = exp if not paths.is_uri(exp) else os.path.abspath(os.path.join(storage.DEFAULT_STORAGE, name))
+    optuna_url = _optuna_url(args, exp, local, name)
     print(describe_space(space), flush=True)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table reporter, with our columns
     # Checkpointing every eval with num_to_keep forces state snapshots; that is intended, not a problem.
@@ -173,11 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fixed = cluster.prepare_data(space.fixed, nodes)
         trainable = tuner.make_trainable(fixed, bundle, shared_dir=exp)
         print(f"[tune] {name}: {len(nodes)} node(s), per trial {bundle}, experiment {exp}", flush=True)
-        if args.resume:
-            search = tuner.restore_tuner(exp, trainable)
-        else:
-            storage.save_spec(exp, space, name=name, max_failures=max_failures)
-            search = tuner.build_tuner(space, trainable, storage=root, name=name, max_failures=max_failures)
+        print(dashboards_hint(optuna_url, local), flush=True)
+        search = _tuner(args.resume, space, trainable, root, name, max_failures, optuna_url, local)
         with StopLikeCtrlC() as stop:
             grid = search.fit()
         trials = summarize(
@@ -186,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         ray.shutdown()
 
-    local = exp if not paths.is_uri(exp) else os.path.abspath(os.path.join(storage.DEFAULT_STORAGE, name))
     report(trials, space, local)
+    print(dashboards_hint(optuna_url, local), flush=True)
     pending = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
     if stop.interrupted or pending or len(trials) < space.trials:
         resume = f"python -m tune.search --resume --storage {root} --name {name}"

@@ -54,9 +54,19 @@ def spec_exists(exp: str) -> bool:
     return read_text(f"{exp}/{SPEC_FILE}") is not None
 
 
-def save_spec(exp: str, space: SearchSpace, *, name: str, max_failures: int) -> None:
+def save_spec(
+    exp: str, space: SearchSpace, *, name: str, max_failures: int, optuna_storage: str = ""
+) -> None:
     data = {"name": name, "source": space.source, "max_failures": max_failures, **space.to_yaml_dict()}
+    if optuna_storage:
+        data["optuna_storage"] = optuna_storage
     write_text(f"{exp}/{SPEC_FILE}", yaml.safe_dump(data, sort_keys=False))
+
+
+def load_optuna_storage(exp: str) -> str:
+    """The Optuna storage URL an experiment writes its study to ("" when it has none)."""
+    text = read_text(f"{exp}/{SPEC_FILE}")
+    return str((yaml.safe_load(text) or {}).get("optuna_storage", "")) if text else ""
 
 
 def load_spec(exp: str) -> tuple[SearchSpace, int]:
@@ -68,4 +78,5 @@ def load_spec(exp: str) -> tuple[SearchSpace, int]:
     source = data.pop("source", SPEC_FILE)
     max_failures = int(data.pop("max_failures", 0))
     data.pop("name", None)
+    data.pop("optuna_storage", None)
     return parse_space(data, source=source), max_failures

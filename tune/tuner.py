@@ -1,4 +1,5 @@
-"""Assemble the Ray Tune `Tuner` of a search: trainable with its resources, Optuna searcher, ASHA, reporter.
+"""Assemble the Ray Tune `Tuner` of a search: trainable with its resources, Optuna searcher, ASHA, reporter,
+and the dashboards' writers (the Optuna study in an RDB storage, TensorBoard's HParams sessions).
 
 Also `AshaRungState`, which keeps ASHA's rung records across `--resume` (Ray does not save them).
 """
@@ -45,10 +46,12 @@ def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float], *, sha
     return ray.tune.with_resources(fn, ray.tune.PlacementGroupFactory([dict(bundle)]))
 
 
-def build_searcher(space: SearchSpace) -> Any:
+def build_searcher(space: SearchSpace, *, optuna_storage: str = "", study_name: str = "") -> Any:
+    """Ray's `OptunaSearch`; with `optuna_storage` (an RDB URL) a `StudySearch` whose study named
+    `study_name` lives there, for Optuna Dashboard."""
     from ray.tune.search.optuna import OptunaSearch
 
-    common = {
+    common: dict[str, Any] = {
         "space": space.optuna_space(),
         "metric": space.metric,
         "mode": space.mode,
@@ -57,8 +60,21 @@ def build_searcher(space: SearchSpace) -> Any:
     if space.sampler == "random":
         import optuna
 
-        return OptunaSearch(sampler=optuna.samplers.RandomSampler(seed=space.seed), **common)
-    return OptunaSearch(seed=space.seed, **common)
+        common["sampler"] = optuna.samplers.RandomSampler(seed=space.seed)
+    else:
+        common["seed"] = space.seed
+    if not optuna_storage:
+        return OptunaSearch(**common)
+    from tune.optuna_study import StudySearch, open_storage
+
+    attrs = {"metric": space.metric, "space": space.source, "steps": space.steps}
+    return StudySearch(
+        storage=open_storage(optuna_storage),
+        study_name=study_name,
+        target_steps=space.steps,
+        user_attrs=attrs,
+        **common,
+    )
 
 
 class AshaRungState(Callback):
@@ -110,15 +126,32 @@ def build_reporter(space: SearchSpace) -> Any:
     )
 
 
-def build_tuner(space: SearchSpace, trainable: Any, *, storage: str, name: str, max_failures: int) -> Any:
-    """A new experiment `storage/name` (a resumed one comes from `Tuner.restore` instead)."""
+def build_tuner(
+    space: SearchSpace,
+    trainable: Any,
+    *,
+    storage: str,
+    name: str,
+    max_failures: int,
+    optuna_storage: str = "",
+    hparams_dir: str = "",
+) -> Any:
+    """A new experiment `storage/name` (a resumed one comes from `Tuner.restore` instead).
+
+    `optuna_storage`: an RDB URL for the study (named `name`); `hparams_dir`: a local dir for the HParams
+    sessions. Both are kept with the experiment, so `--resume` goes on writing them."""
     import ray.tune
 
+    from tune.hparams_log import HParamsLog
+
     scheduler = build_scheduler(space)
+    callbacks: list[Any] = [AshaRungState(scheduler)] if scheduler else []
+    if hparams_dir:
+        callbacks.append(HParamsLog(space, hparams_dir))
     tune_config = ray.tune.TuneConfig(
         metric=space.metric,
         mode=space.mode,
-        search_alg=build_searcher(space),
+        search_alg=build_searcher(space, optuna_storage=optuna_storage, study_name=name),
         scheduler=scheduler,
         num_samples=space.trials,
         max_concurrent_trials=space.max_concurrent,
@@ -131,7 +164,7 @@ def build_tuner(space: SearchSpace, trainable: Any, *, storage: str, name: str, 
         failure_config=ray.tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),
         progress_reporter=build_reporter(space),
-        callbacks=[AshaRungState(scheduler)] if scheduler else None,
+        callbacks=callbacks or None,
         verbose=1,
     )
     return ray.tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)

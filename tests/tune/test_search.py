@@ -198,6 +198,48 @@ def test_asha_stops_a_trial_early_and_best_config_is_a_trainconfig(interrupted_s
         assert os.stat(path).st_mtime == mtime, path
 
 
+def test_optuna_study_holds_every_trial_as_the_search_reported_it(interrupted_search):
+    """What optuna-dashboard shows: read back with Optuna's own API after the interrupted + resumed search."""
+    import optuna
+
+    r = interrupted_search
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{r['exp']}/optuna.db")
+    rows = {trial[0]["trial_id"]: trial for trial in r["after"].values()}  # each trial's result.json
+    trials = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert set(trials) == set(rows) and len(study.trials) == 3
+    assert study.direction.name == "MINIMIZE"
+    for trial_id, reports in rows.items():
+        t = trials[trial_id]
+        config = reports[0]["config"]
+        assert t.params == {k: config[k] for k in ("max_lr", "cutmix_alpha")}
+        assert t.intermediate_values == {row["step"]: row["valid_loss"] for row in reports}
+        assert t.value == reports[-1]["valid_loss"]
+        assert t.state.name == ("COMPLETE" if reports[-1]["step"] == ASHA_STEPS else "PRUNED")
+
+
+def test_hparams_sessions_hold_every_trials_params_and_metric(interrupted_search):
+    """What TensorBoard's HParams tab shows: read back with TensorBoard's event reader."""
+    from tests.tune.test_dashboards import read_hparams
+
+    r = interrupted_search
+    log_dir = os.path.join(r["exp"], "hparams")
+    exp = read_hparams(log_dir, "")["experiment"].experiment
+    assert [m.name.tag for m in exp.metric_infos] == ["valid_loss"]
+    assert sorted(h.name for h in exp.hparam_infos) == ["cutmix_alpha", "max_lr"]
+    for reports in r["after"].values():
+        session = read_hparams(log_dir, f"trial_{reports[0]['trial_id']}", tags=("valid_loss",))
+        hparams = session["session_start_info"].session_start_info.hparams
+        assert {k: v.number_value for k, v in hparams.items()} == {
+            k: reports[0]["config"][k] for k in ("max_lr", "cutmix_alpha")
+        }
+        expected = {row["step"]: row["valid_loss"] for row in reports}
+        assert session["scalars"]["valid_loss"] == pytest.approx(expected, rel=1e-6)  # float32 scalars
+        assert session["session_end_info"].session_end_info.status == 1  # STATUS_SUCCESS
+    assert (
+        "optuna-dashboard sqlite:///" in r["second"].stdout and "tensorboard --logdir" in r["second"].stdout
+    )
+
+
 # --- end to end: a 2-node Ray cluster on loopback ---------------------------------------------------
 CLUSTER_SEARCH = """\
 metric: hierarchical_recall
