@@ -14,7 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tpu_grapheme.data.schema import NUM_CLASSES
+from tpu_grapheme.data.inputs import global_batch_size
+from tpu_grapheme.data.schema import HEAD_WEIGHTS, NUM_CLASSES
 
 
 def _beta(shape, alpha: float) -> tf.Tensor:
@@ -100,7 +101,9 @@ def seed_loss(logits, targets, *, head_weights, global_batch: int) -> tf.Tensor:
 class SeedStep:
     """Forward/backward/apply on the seed's targets; the helper-bot loop and an in-graph N-step loop."""
 
-    def __init__(self, *, strategy, model: keras.Model, optimizer, global_batch: int, head_weights=(2, 1, 1)):
+    def __init__(
+        self, *, strategy, model: keras.Model, optimizer, global_batch: int, head_weights=HEAD_WEIGHTS
+    ):
         self.strategy, self.model, self.optimizer = strategy, model, optimizer
         self.global_batch, self.head_weights = global_batch, tuple(head_weights)
         assert len(self.head_weights) == len(NUM_CLASSES)
@@ -142,10 +145,10 @@ class AllReduceEveryMicroBatch:
     """
 
     def __init__(
-        self, *, strategy, model: keras.Model, optimizer, k: int, micro_batch: int, head_weights=(2, 1, 1)
+        self, *, strategy, model: keras.Model, optimizer, k: int, micro_batch: int, head_weights=HEAD_WEIGHTS
     ):
         self.strategy, self.model, self.optimizer, self.k = strategy, model, optimizer, k
-        self.global_batch = micro_batch * strategy.num_replicas_in_sync * k
+        self.global_batch = global_batch_size(micro_batch, strategy.num_replicas_in_sync, k)
         self.head_weights = tuple(head_weights)
         with strategy.scope():
             optimizer.build(model.trainable_variables)

@@ -38,8 +38,9 @@ import profile_ops  # noqa: E402
 import seed_style  # noqa: E402
 
 from tpu_grapheme import distribute, optimizers, schedules  # noqa: E402
-from tpu_grapheme.config import TrainConfig  # noqa: E402
+from tpu_grapheme.config import TrainConfig, options_for  # noqa: E402
 from tpu_grapheme.data import inputs, pipeline, shards  # noqa: E402
+from tpu_grapheme.data.schema import HEAD_WEIGHTS  # noqa: E402
 from tpu_grapheme.errors import UserError, cli_main  # noqa: E402
 from tpu_grapheme.model import build_model, model_flops  # noqa: E402
 from tpu_grapheme.synthetic_default import data_patterns  # noqa: E402
@@ -198,12 +199,13 @@ class Bench:
             synthetic_dir=args.synthetic_dir,
             train_folder=args.train_folder,
             valid_folder=args.train_folder,
+            head_weights=HEAD_WEIGHTS,  # resolved: the step and model.fit's loss take them as they are
         )
         self.pattern = args.train_folder or data_patterns(self.cfg, log=log)[0]
         self.auto_jit = distribute.resolve_jit(self.cfg.jit_compile, self.kind)
         self.n = args.steps_per_loop
         self.steps = args.steps
-        self.global_batch = args.batch_size * self.replicas
+        self.global_batch = inputs.global_batch_size(args.batch_size, self.replicas)
         self.n_records = shards.count_records(self.pattern)
 
     # --- data ---
@@ -249,8 +251,8 @@ class Bench:
                 model = build_model(
                     arch=self.cfg.arch, input_shape=(*self.cfg.resize, 1), dropout=0.2, seed=self.cfg.seed
                 )
-                schedule = schedules.build_schedule(schedules.ScheduleOptions.from_train_config(self.cfg))
-                options = optimizers.OptimizerOptions.from_train_config(self.cfg)
+                schedule = schedules.build_schedule(options_for(schedules.ScheduleOptions, self.cfg))
+                options = options_for(optimizers.OptimizerOptions, self.cfg)
                 opt = optimizer(schedule) if optimizer else optimizers.build_optimizer(options, schedule)
         finally:
             keras.mixed_precision.set_global_policy("float32")
@@ -264,14 +266,12 @@ class Bench:
             strategy=self.strategy,
             model=model,
             optimizer=opt,
-            config=StepConfig(
-                per_replica_batch=self.args.batch_size,
-                grad_accum=k,
-                seed=self.cfg.seed,
-                jit_compile=self.auto_jit if jit is None else jit,
+            config=options_for(
+                StepConfig,
+                self.cfg.replace(grad_accum=k, jit_augment=jit_augment, **(MIX if augment else {})),
+                jit=self.auto_jit if jit is None else jit,
                 dynamic_loss_scale=precision == "float16",
-                jit_augment=jit_augment,
-                **(MIX if augment else {}),
+                grapheme_classes=(),
             ),
         )
 
@@ -373,7 +373,7 @@ class Bench:
         """model.fit with Keras 3's optimizer-side accumulation (all-reduce per micro-batch)."""
 
         def opt(schedule):
-            options = optimizers.OptimizerOptions.from_train_config(self.cfg)
+            options = options_for(optimizers.OptimizerOptions, self.cfg)
             return optimizers.build_optimizer(
                 dataclasses.replace(options, gradient_accumulation_steps=k), schedule
             )

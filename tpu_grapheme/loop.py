@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from tpu_grapheme import distribute, optimizers, schedules
-from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.config_io import to_yaml
 from tpu_grapheme.data.inputs import (
     InputConfig,
@@ -32,7 +32,7 @@ from tpu_grapheme.data.inputs import (
     combination_counts,
     combination_rows,
 )
-from tpu_grapheme.data.schema import HEAD_NAMES
+from tpu_grapheme.data.schema import HEAD_NAMES, HEAD_WEIGHTS
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.interrupts import GracefulStop
@@ -80,7 +80,7 @@ class _Controller:
         train, valid = data_patterns(cfg, log)
         self.inputs = RunInputs(
             strategy=self.strategy,
-            config=InputConfig.from_train_config(cfg, train_pattern=train, valid_pattern=valid),
+            config=options_for(InputConfig, cfg, train_pattern=train, valid_pattern=valid),
         )
         self.run_dir = RunDir(cfg.run_dir)
         if self.chief:
@@ -99,12 +99,13 @@ class _Controller:
                 grapheme_classes=head_classes,
             )
             self.optimizer = optimizers.build_optimizer(
-                optimizers.OptimizerOptions.from_train_config(cfg),
-                schedules.build_schedule(schedules.ScheduleOptions.from_train_config(cfg)),
+                options_for(optimizers.OptimizerOptions, cfg),
+                schedules.build_schedule(options_for(schedules.ScheduleOptions, cfg)),
             )
-            step_config = StepConfig.from_train_config(
-                cfg,
-                jit_compile=self.jit,
+            step_config = options_for(
+                StepConfig,
+                cfg.replace(head_weights=cfg.head_weights or HEAD_WEIGHTS),  # (): the heads' metric weights
+                jit=self.jit,
                 dynamic_loss_scale=self.precision == "float16",
                 grapheme_classes=head_classes,
             )
@@ -115,7 +116,7 @@ class _Controller:
         self.evaluator = Evaluator(
             strategy=self.strategy,
             model=self.model,
-            head_weights=cfg.head_weights,
+            head_weights=step_config.head_weights,
             seen_combinations=self.combinations > 0,
         )
         self.ckpt = tf.train.Checkpoint(

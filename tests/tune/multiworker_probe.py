@@ -41,6 +41,8 @@ def train_steps(
     import tensorflow as tf
 
     from tpu_grapheme import optimizers, schedules
+    from tpu_grapheme.config import options_for
+    from tpu_grapheme.data.schema import HEAD_WEIGHTS
     from tpu_grapheme.model import build_model
     from tpu_grapheme.train_step import StepConfig, TrainStep
 
@@ -49,15 +51,16 @@ def train_steps(
     with strategy.scope():
         model = build_model(arch=cfg.arch, input_shape=(*cfg.resize, 1), dropout=cfg.dropout, seed=cfg.seed)
         optimizer = optimizers.build_optimizer(
-            optimizers.OptimizerOptions.from_train_config(cfg),
-            schedules.build_schedule(schedules.ScheduleOptions.from_train_config(cfg)),
+            options_for(optimizers.OptimizerOptions, cfg),
+            schedules.build_schedule(options_for(schedules.ScheduleOptions, cfg)),
         )
+        step_cfg = cfg.replace(batch_size=per_replica, head_weights=cfg.head_weights or HEAD_WEIGHTS)
         step = TrainStep(
             strategy=strategy,
             model=model,
             optimizer=optimizer,
-            config=StepConfig.from_train_config(
-                cfg.replace(batch_size=per_replica), jit_compile=False, dynamic_loss_scale=False
+            config=options_for(
+                StepConfig, step_cfg, jit=False, dynamic_loss_scale=False, grapheme_classes=()
             ),
         )
 
