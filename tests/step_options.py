@@ -19,3 +19,18 @@ def step_config(cfg: TrainConfig | None = None, **values: Any) -> StepConfig:
     cfg = cfg.replace(head_weights=cfg.head_weights or HEAD_WEIGHTS)
     derived = {**STEP_ONLY, **{k: v for k, v in values.items() if k not in FIELDS}}
     return options_for(StepConfig, cfg, **derived)
+
+
+def every_option_class(cfg: TrainConfig) -> list[Any]:
+    """The four lower-layer option objects a run of `cfg` builds (on a CPU, with made-up shard patterns):
+    that each projects is what a shipped config or search space must allow."""
+    from tpu_grapheme.data.inputs import InputConfig
+    from tpu_grapheme.optimizers import OptimizerOptions
+    from tpu_grapheme.schedules import ScheduleOptions
+
+    return [
+        options_for(InputConfig, cfg, train_pattern="t/*", valid_pattern="v/*"),
+        options_for(OptimizerOptions, cfg),
+        options_for(ScheduleOptions, cfg),
+        step_config(cfg),
+    ]

@@ -238,6 +238,8 @@ def _num(v: Any, t: type) -> Any:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "comma-separated numbers"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
