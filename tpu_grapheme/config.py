@@ -2,7 +2,8 @@
 
 The CLI (`python -m tpu_grapheme.train`), the YAML search spaces (`tune/`) and the Ray trainable
 all build this one class, so there is exactly one copy of each default. Field metadata carries the
-CLI help; `add_arguments` / `from_args` derive the argparse flags from the fields.
+CLI help; `add_arguments` / `from_args` derive the argparse flags from the fields. The lower layers'
+option classes take these field names without defaults; `options_for` fills them from a config.
 """
 
 from __future__ import annotations
