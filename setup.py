@@ -26,6 +26,9 @@ setup(
         "PyYAML>=6,<7",
         "Pillow>=11,<14",  # wheel ships raqm/HarfBuzz: shapes Bengali conjuncts and vowel signs
         "justmytype-intl-south-asia>=0.1,<1",  # Noto Sans Bengali, no root install needed
+        # four more Bengali typefaces (Bangla, BenSen Handwriting, Ekushey Kolom, SolaimanLipi) for the
+        # rendered unseen combinations (data/typefaces.py); the only other PyPI package with Bengali TTFs
+        "bengali-captcha>=0.1.2,<1",
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",
         "tensorboard>=2.18,<3",  # tf.summary needs it; TF 2.21 no longer pulls it in

@@ -21,8 +21,10 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from tpu_grapheme import prepare
-from tpu_grapheme.data import kaggle, pipeline, tfrecord
+from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.data import kaggle, tfrecord
 from tpu_grapheme.data.schema import HEIGHT, NUM_CLASSES, PIXEL_COLUMNS, WIDTH
+from tpu_grapheme.task import Task
 
 
 def kaggle_like_images(n: int, seed: int) -> np.ndarray:
@@ -119,11 +121,18 @@ def _rate(fn) -> tuple[float, float]:
 
 
 def pipeline_rate(pattern: str, resize, *, batch_size: int, batches: int) -> float:
-    """Training pipeline images/s (shuffle, repeat, decode, resize, normalise), after a warm-up."""
-    ds = pipeline.build_dataset(
-        pattern, batch_size=batch_size, resize=resize, training=True, shuffle_buffer=1024
+    """Training pipeline images/s (shuffle, repeat, decode, resize, normalise) as a run of that config
+    builds it (`Task.inputs`, no cache: every batch decoded), after a warm-up."""
+    cfg = TrainConfig(
+        train_folder=pattern,
+        valid_folder=pattern,
+        resize=tuple(resize or (HEIGHT, WIDTH)),
+        batch_size=batch_size,
+        shuffle_buffer=1024,
+        cache_mb=0,
     )
-    it = iter(ds)
+    task = Task(cfg, log=lambda s: None, strategy=tf.distribute.get_strategy())
+    it = iter(task.inputs.train_dataset(None, start_step=0, steps_left=cfg.steps))
     for _ in range(5):
         next(it)
     t = time.perf_counter()

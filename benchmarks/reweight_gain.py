@@ -1,27 +1,11 @@
 """Measure what prior reweighting buys: macro recall with `--reweight` off / test prior / train prior.
 
 Renders (or reuses) a synthetic Kaggle-layout set with a strongly imbalanced class prior, holds out a
-validation split, trains one small model briefly, and scores every combining method x reweight prior
-on the held-out split with `tpu_grapheme.inference.evaluate` (what `--valid-csv` prints).
+validation split, trains one small model briefly with `run_training` (TFRecords via `prepare`), and
+scores every combining method x reweight prior on the held-out split with `tpu_grapheme.inference`
+(what `--valid-csv` prints). Results: benchmarks/README.md.
 
     .venv/bin/python benchmarks/reweight_gain.py --work /tmp/reweight_gain --rows 8000 --imbalance 1.0
-
-`--trainer loop` trains with `tpu_grapheme.loop.run_training` (TFRecords via `prepare`); `keras` uses a
-plain `model.fit` on the images in memory; `auto` takes the loop when it is importable.
-
-Measured 2026-11-25 (2 loaded CPU cores; 8,000 synthetic rows, imbalance 1.0 = root max/min 100x, seed 7;
-2,043 held out; `small` at 64x112, batch 64, loop trainer; hierarchical recall, off -> reweighted):
-
-    model (its own eval)      power  test prior       train prior
-    600 steps  (0.5099)       1.0    0.4978 (-0.012)  0.6080 (+0.098)
-                              1.2    0.4121 (-0.098)  0.5728 (+0.063)
-    1500 steps (0.7773)       0.5    0.8095 (+0.032)  0.8045 (+0.027)
-                              1.0    0.8139 (+0.037)  0.8175 (+0.040)
-                              1.2    0.7937 (+0.016)  0.8121 (+0.035)
-
-The "off" rows equal the loop's own evaluation to 4 decimals (same preprocessing). The test prior needs
-a model whose argmax counts track the true counts: at 600 steps a vowel class with 52 true images was
-predicted once, got count 1, and soaked up predictions (vowel recall 0.70 -> 0.27 at power 1.2).
 """
 
 from __future__ import annotations
@@ -37,7 +21,6 @@ import pandas as pd
 
 from tpu_grapheme import inference
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
-from tpu_grapheme.run_dir import BEST_MODEL, RunDir
 
 
 def _split(data_dir: str, work: str, *, valid_frac: float, seed: int) -> tuple[str, str]:
@@ -53,40 +36,6 @@ def _split(data_dir: str, work: str, *, valid_frac: float, seed: int) -> tuple[s
 def _class_counts(split_csv: str) -> dict[str, list[int]]:
     df = pd.read_csv(split_csv)
     return {n: np.bincount(df[n], minlength=k).tolist() for n, k in zip(HEAD_NAMES, NUM_CLASSES, strict=True)}
-
-
-def _train_keras(args, train_csv: str, pattern: str, run_dir: str) -> None:
-    """Plain `model.fit` on the preprocessed training images held in memory."""
-    import keras
-
-    from tpu_grapheme.data.kaggle import iter_parquet_images, parquet_files
-    from tpu_grapheme.model import build_model
-
-    df = pd.read_csv(train_csv).set_index("image_id")
-    xs, ids = [], []
-    for path in parquet_files(pattern):
-        for batch_ids, images in iter_parquet_images(path, batch_rows=512):
-            keep = np.isin(batch_ids, df.index)
-            if keep.any():
-                xs.append(inference.preprocess(images[keep], args.resize).numpy())
-                ids.append(batch_ids[keep])
-    x, ids = np.concatenate(xs), np.concatenate(ids)
-    y = [df.loc[ids, n].to_numpy() for n in HEAD_NAMES]
-    model = build_model(arch=args.arch, input_shape=(*args.resize, 1), dropout=0.2, seed=args.seed)
-    steps_per_epoch = max(1, len(x) // args.batch_size)
-    epochs = max(1, round(args.steps / steps_per_epoch))
-    lr = keras.optimizers.schedules.CosineDecay(
-        1e-4, epochs * steps_per_epoch, warmup_target=args.max_lr, warmup_steps=epochs * steps_per_epoch // 10
-    )
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(lr, weight_decay=1e-4), loss=[loss] * 3, loss_weights=[2.0, 1.0, 1.0]
-    )
-    model.fit(x, y, batch_size=args.batch_size, epochs=epochs, shuffle=True, verbose=2)
-    run = RunDir(run_dir)
-    run.create()
-    run.save_model(model, BEST_MODEL)
-    run.write_meta(arch=args.arch, resize=args.resize, class_counts=_class_counts(train_csv))
 
 
 def _train_loop(args, train_csv: str, valid_csv: str, pattern: str, work: str) -> str:
@@ -124,14 +73,13 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=8000)
     p.add_argument("--imbalance", type=float, default=1.0, help="root prior max/min = 100**x (1 ~ real data)")
     p.add_argument("--valid-frac", type=float, default=0.25)
-    p.add_argument("--trainer", choices=("auto", "loop", "keras"), default="auto")
     p.add_argument("--arch", default="small")
     p.add_argument("--resize", type=inference._resize_arg, default=(64, 112))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--max-lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-name", default="", help="run dir name under WORK/runs (loop trainer)")
+    p.add_argument("--run-name", default="", help="run dir name under WORK/runs")
     p.add_argument("--powers", default="0.5,1.0,1.2", help="reweight powers to score")
     args = p.parse_args(argv)
 
@@ -144,25 +92,12 @@ def main(argv=None) -> int:
     pattern = os.path.join(data, "train_image_data_*.parquet")
     train_csv, valid_csv = _split(data, args.work, valid_frac=args.valid_frac, seed=args.seed)
 
-    trainer = args.trainer
-    if trainer == "auto":
-        try:
-            import tpu_grapheme.loop  # noqa: F401
-            import tpu_grapheme.prepare  # noqa: F401
-
-            trainer = "loop"
-        except ImportError:
-            trainer = "keras"
     t0 = time.perf_counter()
-    if trainer == "loop":
-        run_dir = _train_loop(args, train_csv, valid_csv, pattern, args.work)
-    else:
-        run_dir = os.path.join(args.work, "runs", f"{args.arch}_keras")
-        _train_keras(args, train_csv, pattern, run_dir)
+    run_dir = _train_loop(args, train_csv, valid_csv, pattern, args.work)
     train_s = time.perf_counter() - t0
 
     members = inference.load_members([run_dir])
-    result = {"trainer": trainer, "train_seconds": round(train_s, 1), "run_dir": run_dir, "args": vars(args)}
+    result = {"trainer": "loop", "train_seconds": round(train_s, 1), "run_dir": run_dir, "args": vars(args)}
     result["args"]["resize"] = list(args.resize)
     result["valid_counts"] = _class_counts(valid_csv)
     result["by_power"] = {}
@@ -170,7 +105,7 @@ def main(argv=None) -> int:
     for power in (float(v) for v in args.powers.split(",")):
         rows = inference.score_table(preds, labels, members, power=power)
         result["by_power"][str(power)] = rows
-        print(f"\nreweight power {power} ({rows[0]['n']} validation images, trainer {trainer}):")
+        print(f"\nreweight power {power} ({rows[0]['n']} validation images):")
         print(inference.format_table(rows))
     with open(os.path.join(args.work, f"reweight_gain_{os.path.basename(run_dir)}.json"), "w") as f:
         json.dump(result, f, indent=2)

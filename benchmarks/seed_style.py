@@ -4,7 +4,7 @@
   per batch, a Beta lambda per sample folded to max(l, 1 - l), CutMix boxes built per sample with
   `tf.map_fn` + `tf.pad`, lambda recomputed from the clipped box; labels carried as (y, y[perm], lam).
   The seed picked one method for the whole run (a bug); here each batch picks, as ours does.
-- `SeedStep`: the matching loss (per head lam*CE(y) + (1-lam)*CE(y[perm]), 2:1:1) and two loops:
+- `SeedStep`: the matching loss (per head lam*CE(y) + (1-lam)*CE(y[perm]), the run's head weights) and two loops:
   `helper_bot_step` (the tf-helper-bot style: one `strategy.run` per Python call, loss fetched to the
   host every step) and `loop` (N steps in one tf.function, to isolate where the augmentation runs).
 """
@@ -15,7 +15,6 @@ import keras
 import tensorflow as tf
 
 from tpu_grapheme.data.inputs import global_batch_size
-from tpu_grapheme.data.schema import HEAD_WEIGHTS, NUM_CLASSES
 
 
 def _beta(shape, alpha: float) -> tf.Tensor:
@@ -87,7 +86,7 @@ def plain_targets(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def seed_loss(logits, targets, *, head_weights, global_batch: int) -> tf.Tensor:
-    """Per head sum(lam*CE(y) + (1-lam)*CE(y[perm])) / global batch, weighted 2:1:1 (per replica)."""
+    """Per head sum(lam*CE(y) + (1-lam)*CE(y[perm])) / global batch, weighted by head (per replica)."""
     labels, labels2, lam = targets
     total = 0.0
     for h, (w, z) in enumerate(zip(head_weights, logits, strict=True)):
@@ -101,12 +100,9 @@ def seed_loss(logits, targets, *, head_weights, global_batch: int) -> tf.Tensor:
 class SeedStep:
     """Forward/backward/apply on the seed's targets; the helper-bot loop and an in-graph N-step loop."""
 
-    def __init__(
-        self, *, strategy, model: keras.Model, optimizer, global_batch: int, head_weights=HEAD_WEIGHTS
-    ):
+    def __init__(self, *, strategy, model: keras.Model, optimizer, global_batch: int, head_weights) -> None:
         self.strategy, self.model, self.optimizer = strategy, model, optimizer
         self.global_batch, self.head_weights = global_batch, tuple(head_weights)
-        assert len(self.head_weights) == len(NUM_CLASSES)
         with strategy.scope():
             optimizer.build(model.trainable_variables)
         self._one = tf.function(self._one_step)
@@ -141,12 +137,12 @@ class AllReduceEveryMicroBatch:
     its own `strategy.run` whose gradients are all-reduced at once, summed into replica-local
     accumulators, and every k-th micro-batch applies them (Keras 3.15's own accumulation raises in a
     `merge_call` under a multi-replica MirroredStrategy, in `fit` as in a custom loop, so it cannot be
-    timed directly). Same loss as ours (one-hot labels, 2:1:1, / global batch of the k micro-batches).
+    timed directly). Same loss as ours (one-hot labels, the run's head weights, / global batch of the k micro-batches).
     """
 
     def __init__(
-        self, *, strategy, model: keras.Model, optimizer, k: int, micro_batch: int, head_weights=HEAD_WEIGHTS
-    ):
+        self, *, strategy, model: keras.Model, optimizer, k: int, micro_batch: int, head_weights
+    ) -> None:
         self.strategy, self.model, self.optimizer, self.k = strategy, model, optimizer, k
         self.global_batch = global_batch_size(micro_batch, strategy.num_replicas_in_sync, k)
         self.head_weights = tuple(head_weights)

@@ -112,8 +112,8 @@ class TrainConfig:
     jit_compile: str = _f("auto", "XLA for the model step: auto (on for TPU/GPU, off on CPU), on, off")
     jit_augment: bool = _f(
         False,
-        "XLA-compile MixUp/CutMix on their own when the step is not compiled (measured 0.86-1.06x the "
-        "step's speed on a 2-core CPU, so off; a compiled step includes them anyway)",
+        "XLA-compile MixUp/CutMix on their own when the step is not compiled (off: no consistent gain on "
+        "a CPU, benchmarks/README.md; a compiled step includes them anyway)",
     )
     steps_per_loop: int = _f(50, "optimizer steps per tf.function call (host loop)")
     strategy: str = _f("auto", f"{', '.join(STRATEGIES)}; cpu splits the CPU into --cpu-replicas")
@@ -123,8 +123,8 @@ class TrainConfig:
     deterministic: bool = _f(
         False,
         "same command, same weights (bit-identical on one machine): TensorFlow op determinism and a "
-        "fixed-order input pipeline; costs up to ~7%% of images/s when input-bound (2-core CPU: 0.93x tiny "
-        "arch, 1.10x small: noise; benchmarks/determinism.py), more on GPU; ops with no deterministic kernel raise",
+        "fixed-order input pipeline; costs images/s when input-bound, more on GPU (benchmarks/README.md); "
+        "ops with no deterministic kernel raise",
     )
     # --- loop, logging, output --------------------------------------------------------------
     checkpoint_interval: int = _f(250, "steps between evaluation + checkpoint")

@@ -143,7 +143,7 @@ def device_kind(strategy: tf.distribute.Strategy) -> str:
 
 def resolve_jit(mode: str, device_kind: str) -> bool:
     """XLA for the model step. auto: on for TPU (compiles everything anyway) and GPU; off on CPU, where
-    XLA slows depthwise convolutions (EfficientNet-B0 2.6 vs 21.7 img/s measured)."""
+    XLA slows depthwise convolutions (benchmarks/README.md)."""
     if mode not in ("auto", "on", "off"):
         raise UserError(f"jit_compile {mode!r} is not one of auto, on, off")
     return mode == "on" or (mode == "auto" and device_kind in ("tpu", "gpu"))

@@ -1,56 +1,37 @@
-"""The outer training loop (Orbit's controller, in our terms): train in host loops, evaluate, save.
+"""`run_training`: one training run, joining the task's pieces, the run dir and the controller.
 
     python -m tpu_grapheme.train                      # synthetic default (what `make train` runs)
     python -m tpu_grapheme.train --train-folder 'gs://b/train_0/*' --valid-folder 'gs://b/valid_0/*'
 
-The pieces live elsewhere: the step (`train_step`), the evaluator (`evaluator`), the inputs
-(`data.inputs`), the files of a run (`run_dir`). `run_training` resumes from `<run_dir>/checkpoints`:
-model, optimizer slots, global step, loss scale and best metric are restored exactly, so the schedule
-and the augmentation RNG continue where they stopped. The data stream is not checkpointed
-(distributed iterators are not trackable): a resumed run reshuffles with a seed derived from its step.
+`task.Task` builds the pieces, `controller.Controller` runs the outer loop, `eval_actions` say what
+each evaluation leaves behind. A run resumes from `<run_dir>/checkpoints`: model, optimizer slots,
+global step, loss scale and best metric are restored exactly, so the schedule and the augmentation RNG
+continue where they stopped. The data stream is not checkpointed (distributed iterators are not
+trackable): a resumed run reshuffles with a seed derived from its step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 
-import keras
 import tensorflow as tf
 
-from tpu_grapheme import distribute, optimizers, schedules
+from tpu_grapheme import eval_actions
 from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.config_io import to_yaml
-from tpu_grapheme.data.inputs import (
-    InputConfig,
-    RunInputs,
-    class_counts,
-    combination_counts,
-    combination_rows,
-)
-from tpu_grapheme.data.schema import HEAD_NAMES, HEAD_WEIGHTS
-from tpu_grapheme.errors import UserError
-from tpu_grapheme.evaluator import Evaluator
+from tpu_grapheme.controller import Controller, LoopOptions
+from tpu_grapheme.data.inputs import class_counts, combination_rows
+from tpu_grapheme.eval_actions import EvalResult
 from tpu_grapheme.interrupts import GracefulStop
-from tpu_grapheme.model import build_model, grapheme_classes
-from tpu_grapheme.progress import Throughput, fmt_time
-from tpu_grapheme.run_dir import BEST_MODEL, FINAL_MODEL, RunDir
-from tpu_grapheme.synthetic_default import data_patterns
-from tpu_grapheme.train_step import StepConfig, TrainStep
+from tpu_grapheme.progress import fmt_time
+from tpu_grapheme.task import Pieces, Task
+from tpu_grapheme.trainer import StepTrainer
 
-# Consecutive overflowing float16 steps at loss scale 1 after which a run counts as diverged.
-STUCK_AT_FLOOR_STEPS = 50
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalResult:
-    step: int
-    metrics: dict[str, float]
-    checkpoint_dir: str
+__all__ = ["EvalResult", "TrainResult", "run_training"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,275 +41,6 @@ class TrainResult:
     run_dir: str
     model_path: str
     best_model_path: str
-
-
-class _Controller:
-    """Builds one run's pieces, then `run()` trains to cfg.steps with evaluation and checkpoints."""
-
-    def __init__(self, cfg: TrainConfig, *, on_eval, log, stop: GracefulStop) -> None:
-        self.cfg, self.on_eval, self.log, self.stop = cfg, on_eval, log, stop
-        self.plot: str | None = None  # the curves, written with the final model
-        if cfg.deterministic:
-            _enable_determinism(cfg.seed)
-        self.strategy = distribute.resolve_strategy(cfg.strategy, tpu=cfg.tpu, cpu_replicas=cfg.cpu_replicas)
-        self.kind = distribute.device_kind(self.strategy)
-        # Multi-worker: every worker runs this loop; only the chief writes the run dir. Checkpoint saves
-        # are collective, so the others save too, into a temporary dir; all restore from the chief's.
-        self.chief = distribute.is_chief(self.strategy)
-        self.precision = distribute.set_precision_policy(cfg.mixed_precision, self.kind)
-        self.jit = distribute.resolve_jit(cfg.jit_compile, self.kind)
-        train, valid = data_patterns(cfg, log)
-        self.inputs = RunInputs(
-            strategy=self.strategy,
-            config=options_for(InputConfig, cfg, train_pattern=train, valid_pattern=valid),
-        )
-        self.run_dir = RunDir(cfg.run_dir)
-        if self.chief:
-            self.run_dir.create()
-        # Training graphemes: which validation images are unseen, and the grapheme head's classes.
-        self.combinations = combination_counts(train, skip_corrupt=cfg.skip_corrupt)
-        head_classes = grapheme_classes(self.combinations) if cfg.grapheme_head else ()
-        with self.strategy.scope():
-            self.model = build_model(
-                arch=cfg.arch,
-                input_shape=(*cfg.resize, 1),
-                dropout=cfg.dropout,
-                weights=cfg.weights,
-                seed=cfg.seed,
-                bn_updates_per_step=cfg.grad_accum,
-                grapheme_classes=head_classes,
-            )
-            self.optimizer = optimizers.build_optimizer(
-                options_for(optimizers.OptimizerOptions, cfg),
-                schedules.build_schedule(options_for(schedules.ScheduleOptions, cfg)),
-            )
-            step_config = options_for(
-                StepConfig,
-                cfg.replace(head_weights=cfg.head_weights or HEAD_WEIGHTS),  # (): the heads' metric weights
-                jit=self.jit,
-                dynamic_loss_scale=self.precision == "float16",
-                grapheme_classes=head_classes,
-            )
-            self.step = TrainStep(
-                strategy=self.strategy, model=self.model, optimizer=self.optimizer, config=step_config
-            )
-            self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_metric")
-        self.evaluator = Evaluator(
-            strategy=self.strategy,
-            model=self.model,
-            head_weights=step_config.head_weights,
-            seen_combinations=self.combinations > 0,
-        )
-        self.ckpt = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, best_metric=self.best, **self.step.checkpoint_items()
-        )
-        ckpt_dir = self.run_dir.checkpoints if self.chief else tempfile.mkdtemp(prefix="worker_ckpt_")
-        self.manager = tf.train.CheckpointManager(self.ckpt, ckpt_dir, max_to_keep=cfg.keep_checkpoints)
-        self.history: list[dict] = []
-
-    @property
-    def global_step(self) -> int:
-        return int(self.step.step.numpy())
-
-    def save_checkpoint(self) -> str:
-        with self.stop.critical():
-            return self.manager.save(checkpoint_number=self.global_step)
-
-    def save_unsaved(self) -> str | None:
-        """Save a checkpoint of the current step unless it is the latest already (or step 0)."""
-        step, latest = self.global_step, tf.train.latest_checkpoint(self.run_dir.checkpoints)
-        if step > 0 and (latest is None or not latest.endswith(f"-{step}")):
-            return self.save_checkpoint()
-        return None
-
-    def evaluate(self) -> dict[str, float]:
-        return self.evaluator.evaluate(*self.inputs.valid_dataset())
-
-    # --- main -------------------------------------------------------------------------------------
-    def run(self) -> TrainResult:
-        cfg, log = self.cfg, self.log
-        if latest := tf.train.latest_checkpoint(self.run_dir.checkpoints):
-            self.ckpt.restore(latest).assert_existing_objects_matched()
-            log(f"resumed from {latest} at step {self.global_step}")
-        start = self.global_step
-        self.history = self.run_dir.read_history(up_to_step=start)
-        if self.chief:
-            self.run_dir.write_config(to_yaml(cfg))
-            self._write_meta()
-        self._log_start(start)
-        writer = (
-            tf.summary.create_file_writer(self.run_dir.tensorboard)
-            if self.chief
-            else tf.summary.create_noop_writer()
-        )
-        t_start = time.time()
-        last = self._train(start, writer) if start < cfg.steps else {}
-        if not last:  # nothing left to train: report the restored model
-            last = self.evaluate()
-            self.plot = self._export_final()
-        final_path, plot = self.run_dir.final_model, self.plot
-        best = max(self.history, key=lambda h: h["hierarchical_recall"]) if self.history else last
-        log(f"training done in {fmt_time(time.time() - t_start)}" + (f"; curves: {plot}" if plot else ""))
-        log(
-            f"hierarchical_recall={last['hierarchical_recall']:.4f} "
-            + " ".join(f"{n}={last[f'recall_{n}']:.4f}" for n in HEAD_NAMES)
-            + _seen_unseen(last, "=")
-        )
-        return TrainResult(last, best, self.run_dir.path, final_path, self.run_dir.best_model)
-
-    def _train(self, start: int, writer) -> dict:
-        """Host loops of up to `steps_per_loop` steps, cut at log and checkpoint boundaries."""
-        cfg = self.cfg
-        iterator = self.inputs.train_iterator(start_step=start, steps_left=cfg.steps - start)
-        meter = Throughput(global_batch=self.inputs.global_batch)
-        step, last, window = start, {}, [0.0, 0]
-        while step < cfg.steps:
-            boundary = min(
-                cfg.steps,
-                _next_multiple(step, cfg.checkpoint_interval),
-                _next_multiple(step, cfg.log_interval),
-            )
-            # The first call compiles: one step, so the rest of the first window is measured.
-            n = 1 if meter.t0 is None else min(cfg.steps_per_loop, boundary - step)
-            t0 = time.time()
-            out = self.step.train_loop(iterator, tf.constant(n))
-            loss, applied = float(out["loss"].numpy()), int(round(float(out["applied_steps"].numpy())))
-            if meter.t0 is None:
-                self.log(f"compiled and ran the first step in {time.time() - t0:.1f}s")
-                meter.start()
-            else:
-                meter.add(n)
-            step += n
-            self._check_diverged(step, loss, applied)
-            if applied:  # float16 steps skipped for overflow carry no loss
-                window[0] += loss * applied
-                window[1] += applied
-            lr = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
-            self._summaries(writer, step, loss if applied else None, lr, meter.rate)
-            if step % cfg.log_interval == 0 or step == cfg.steps:
-                skipped = f" ({n - applied} of {n} skipped: overflow)" if applied < n else ""
-                self.log(
-                    f"step {step}/{cfg.steps}  loss {loss:.4f}{skipped}  lr {lr:.2e}  {meter.rate:,.0f} img/s  "
-                    f"{step * self.inputs.global_batch / self.inputs.n_train:.1f} epochs  "
-                    f"eta {fmt_time(meter.eta(cfg.steps - step))}"
-                )
-            if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
-                train_loss = window[0] / window[1] if window[1] else float("nan")
-                last = self._evaluate_and_save(step, train_loss, meter.rate, lr, writer)
-                window = [0.0, 0]
-        return last
-
-    # --- pieces -----------------------------------------------------------------------------------
-    def _log_start(self, start: int) -> None:
-        cfg, i = self.cfg, self.inputs
-        replicas = self.strategy.num_replicas_in_sync
-        self.log(
-            f"run {self.run_dir.path}: {replicas} replica(s) on {self.kind}, precision {self.precision}, "
-            f"jit {'on' if self.jit else 'off'}, global batch {i.global_batch} "
-            f"({cfg.batch_size} x {replicas} replicas x {cfg.grad_accum} accum), "
-            f"{i.n_train} train / {i.n_valid} valid images, steps {start}->{cfg.steps}"
-        )
-        if start < cfg.steps:
-            self.log(f"input: {i.cache_note(cfg.steps - start)}")
-
-    def _write_meta(self) -> None:
-        self.run_dir.write_meta(
-            arch=self.cfg.arch,
-            resize=self.cfg.resize,
-            resize_method=self.cfg.resize_method,
-            class_counts=class_counts(self.combinations),
-            combination_counts=combination_rows(self.combinations),
-        )
-
-    def _summaries(self, writer, step: int, loss: float | None, lr: float, rate: float) -> None:
-        with writer.as_default(step=step):
-            if loss is not None:
-                tf.summary.scalar("train/loss", loss)
-            tf.summary.scalar("train/lr", lr)
-            tf.summary.scalar("train/images_per_sec", rate)
-            tf.summary.scalar("train/loss_scale", float(self.step.loss_scale.numpy()))
-
-    def _check_diverged(self, step: int, loss: float, applied: int) -> None:
-        """Stop on a non-finite loss of an applied step, or a float16 loss scale stuck at its floor."""
-        if applied and not math.isfinite(loss):
-            raise UserError(f"training diverged at step {step}: loss is {loss}; lower --max-lr")
-        stuck = int(self.step.floor_skips.numpy())
-        if stuck >= STUCK_AT_FLOOR_STEPS:
-            raise UserError(
-                f"training diverged at step {step}: {stuck} float16 steps in a row overflowed at loss "
-                "scale 1; lower --max-lr or use --mixed-precision bfloat16/float32"
-            )
-
-    def _evaluate_and_save(self, step: int, train_loss: float, rate: float, lr: float, writer) -> dict:
-        t0 = time.time()
-        m = self.evaluate()
-        m.update(
-            train_loss=train_loss,
-            images_per_sec=rate,
-            lr=lr,
-            step=step,
-            skipped_steps=int(self.step.skipped_steps.numpy()),
-        )
-        if self.cfg.skip_corrupt:
-            m["skipped_records"] = self.inputs.skipped_records
-        self.inputs.check_evaluated(m["valid_images"], step=step)
-        improved = m["hierarchical_recall"] > float(self.best.numpy())
-        with self.stop.critical():  # checkpoint, best model and history stay consistent
-            if improved:
-                self.best.assign(m["hierarchical_recall"])
-            path = self.manager.save(checkpoint_number=step)
-            if improved and self.chief:
-                self.run_dir.save_model(self.model, BEST_MODEL)
-            self.history.append(m)
-            if self.chief:
-                self.run_dir.write_history(self.history)
-        with writer.as_default(step=step):
-            for key, value in m.items():
-                scored = key.startswith(("recall", "hierarchical_recall")) or key == "valid_loss"
-                if scored and math.isfinite(value):  # no unseen images: no unseen curve
-                    tf.summary.scalar(f"valid/{key}", value)
-        writer.flush()
-        self.log(
-            f"eval step {step}: hierarchical_recall {m['hierarchical_recall']:.4f} "
-            + " ".join(f"{n.split('_')[0]} {m[f'recall_{n}']:.4f}" for n in HEAD_NAMES)
-            + _seen_unseen(m, " ")
-            + f"  valid_loss {m['valid_loss']:.4f}  ({time.time() - t0:.1f}s; saved {path.rsplit('/', 1)[-1]}"
-            + (", new best" if improved else "")
-            + ")"
-            + (f"  {m['skipped_records']} corrupt records skipped so far" if m.get("skipped_records") else "")
-        )
-        if step == self.cfg.steps:  # before the last report: a search may end the trial when it hears it
-            self.plot = self._export_final()
-        if self.on_eval is not None:
-            self.on_eval(EvalResult(step, {k: float(v) for k, v in m.items()}, self.run_dir.checkpoints))
-        return m
-
-    def _export_final(self) -> str | None:
-        """The final model (and the best one, if no evaluation improved) and the curves; the chief only."""
-        with self.stop.critical():
-            if not self.chief:
-                return None
-            self.run_dir.save_model(self.model, FINAL_MODEL)
-            if not tf.io.gfile.exists(self.run_dir.best_model):
-                self.run_dir.save_model(self.model, BEST_MODEL)
-            return self.run_dir.write_curves(self.history)
-
-
-def _seen_unseen(m: dict, sep: str) -> str:
-    """` seen<sep>0.9 unseen<sep>0.5` for the log when the validation split has unseen graphemes, else ""."""
-    if not math.isfinite(m.get("hierarchical_recall_unseen", math.nan)):
-        return ""
-    return f"  seen{sep}{m['hierarchical_recall_seen']:.4f} unseen{sep}{m['hierarchical_recall_unseen']:.4f}"
-
-
-def _enable_determinism(seed: int) -> None:
-    """Same command, same weights: seeded Python/NumPy/TF RNGs and deterministic TF kernels (process-wide)."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
-def _next_multiple(step: int, interval: int) -> int:
-    return (step // interval + 1) * interval
 
 
 def run_training(
@@ -344,18 +56,141 @@ def run_training(
     record (without `skip_corrupt`) saves a checkpoint too, then raises a UserError naming the shard.
     """
     with GracefulStop() as stop:
-        controller = _Controller(cfg, on_eval=on_eval, log=log, stop=stop)
+        task = Task(cfg, log=log)
+        run = _Run(task, stop=stop, on_eval=on_eval)
         try:
-            return controller.run()
+            return run.train()
         except KeyboardInterrupt:
-            if path := controller.save_unsaved():
-                step = controller.global_step
-                log(f"interrupted: saved {path}; run the same command again to resume at step {step}")
+            if path := run.save_unsaved():
+                log(
+                    f"interrupted: saved {path}; run the same command again to resume at step {run.global_step}"
+                )
             raise
         except tf.errors.DataLossError as e:  # a corrupt shard: keep the work done, then name the shard
-            controller.save_unsaved()
+            run.save_unsaved()
             log("locating the corrupt shard (reads every shard once)")
-            raise controller.inputs.corrupt_data_error(e, step=controller.global_step) from None
+            raise task.inputs.corrupt_data_error(e, step=run.global_step) from None
         finally:
-            if not controller.chief:  # a non-chief worker's checkpoints only served the collective save
-                shutil.rmtree(controller.manager.directory, ignore_errors=True)
+            if not task.chief:  # a non-chief worker's checkpoints only served the collective save
+                shutil.rmtree(run.manager.directory, ignore_errors=True)
+
+
+class _Run:
+    """One run's state between the task's pieces and the controller: restore, start files, result."""
+
+    def __init__(self, task: Task, *, stop: GracefulStop, on_eval: Callable[[EvalResult], None] | None):
+        self.task, self.stop, self.cfg = task, stop, task.cfg
+        if task.chief:
+            task.run_dir.create()
+        self.pieces: Pieces = task.build()
+        # Checkpoint saves are collective: non-chief workers save too, into a temporary dir of their own.
+        ckpt_dir = task.run_dir.checkpoints if task.chief else tempfile.mkdtemp(prefix="worker_ckpt_")
+        self.manager = tf.train.CheckpointManager(
+            self.pieces.checkpoint, ckpt_dir, max_to_keep=self.cfg.keep_checkpoints
+        )
+        self.history: list[dict] = []
+        self.export = eval_actions.ExportFinal(
+            run_dir=task.run_dir, model=self.pieces.model, history=self.history, stop=stop
+        )
+        self.on_eval = on_eval
+
+    @property
+    def global_step(self) -> int:
+        return int(self.pieces.step.step.numpy())
+
+    def save_unsaved(self) -> str | None:
+        """Save a checkpoint of the current step unless it is the latest already (or step 0)."""
+        step, latest = self.global_step, tf.train.latest_checkpoint(self.task.run_dir.checkpoints)
+        if step > 0 and (latest is None or not latest.endswith(f"-{step}")):
+            with self.stop.critical():
+                return self.manager.save(checkpoint_number=step)
+        return None
+
+    def train(self) -> TrainResult:
+        task, cfg, log = self.task, self.cfg, self.task.log
+        if latest := tf.train.latest_checkpoint(task.run_dir.checkpoints):
+            self.pieces.checkpoint.restore(latest).assert_existing_objects_matched()
+            log(f"resumed from {latest} at step {self.global_step}")
+        start = self.global_step
+        self.history.extend(task.run_dir.read_history(up_to_step=start))
+        if task.chief:
+            self._write_start_files()
+        self._log_start(start)
+        t_start = time.time()
+        last = self._controller().run() if start < cfg.steps else {}
+        if not last:  # nothing left to train: report the restored model
+            last = self._evaluate()
+            if task.chief:
+                self.export.export()
+        curves = self.export.curves
+        log(f"training done in {fmt_time(time.time() - t_start)}" + (f"; curves: {curves}" if curves else ""))
+        heads = " ".join(f"{n}={last[f'recall_{n}']:.4f}" for n in task.head_names)
+        log(
+            f"hierarchical_recall={last['hierarchical_recall']:.4f} {heads}"
+            + eval_actions.seen_unseen(last, "=")
+        )
+        best = max(self.history, key=lambda h: h["hierarchical_recall"]) if self.history else last
+        rd = task.run_dir
+        return TrainResult(last, best, rd.path, rd.final_model, rd.best_model)
+
+    def _controller(self) -> Controller:
+        task, cfg, p = self.task, self.cfg, self.pieces
+        writer = tf.summary.create_file_writer(task.run_dir.tensorboard) if task.chief else None
+        chief, rd = task.chief, task.run_dir
+        actions = [
+            eval_actions.SaveBest(run_dir=rd, model=p.model) if chief else None,
+            eval_actions.History(run_dir=rd, rows=self.history, write=chief),
+            eval_actions.TensorBoardScalars(writer=writer) if chief else None,
+            eval_actions.LogEval(log=task.log, head_names=task.head_names),
+            self.export if chief else None,
+            eval_actions.Report(on_eval=self.on_eval, checkpoint_dir=rd.checkpoints)
+            if self.on_eval
+            else None,
+        ]
+        return Controller(
+            trainer=StepTrainer(step=p.step, iterator_fn=self._train_iterator),
+            evaluate=self._evaluate,
+            checkpoints=self.manager,
+            best_metric=p.best_metric,
+            actions=[a for a in actions if a is not None],
+            options=options_for(LoopOptions, cfg),
+            global_batch=task.inputs.global_batch,
+            train_images=task.inputs.n_train,
+            stop=self.stop,
+            log=task.log,
+            summary_writer=writer,
+        )
+
+    def _train_iterator(self, start: int):
+        return self.task.inputs.train_iterator(start_step=start, steps_left=self.cfg.steps - start)
+
+    def _evaluate(self) -> dict[str, float]:
+        inputs = self.task.inputs
+        m = self.pieces.evaluator.evaluate(*inputs.valid_dataset())
+        inputs.check_evaluated(m["valid_images"], step=self.global_step)
+        if self.cfg.skip_corrupt:
+            m["skipped_records"] = inputs.skipped_records
+        return m
+
+    def _write_start_files(self) -> None:
+        task = self.task
+        task.run_dir.write_config(to_yaml(self.cfg))
+        task.run_dir.write_meta(
+            arch=self.cfg.arch,
+            resize=self.cfg.resize,
+            resize_method=self.cfg.resize_method,
+            class_counts=class_counts(task.combinations),
+            combination_counts=combination_rows(task.combinations),
+        )
+
+    def _log_start(self, start: int) -> None:
+        cfg, task, i = self.cfg, self.task, self.task.inputs
+        replicas = task.strategy.num_replicas_in_sync
+        task.log(
+            f"run {task.run_dir.path}: {replicas} replica(s) on {task.kind}, precision {task.precision}, "
+            f"jit {'on' if task.jit else 'off'}, global batch {i.global_batch} "
+            f"({cfg.batch_size} x {replicas} replicas x {cfg.grad_accum} accum), "
+            f"{i.n_train} train / {i.n_valid} valid images, steps {start}->{cfg.steps}"
+        )
+        if start < cfg.steps:
+            task.log(f"input: {i.cache_note(cfg.steps - start)}")

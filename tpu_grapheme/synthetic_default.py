@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 from tpu_grapheme.config import TrainConfig
 
-SCHEMA = "v2"  # v2: a fixed grapheme set (`synthetic.grapheme_set`) and an unseen-grapheme split
+SCHEMA = "v2"  # v2: a fixed grapheme set (`synthetic_labels.grapheme_set`) and an unseen-grapheme split
 VALID_FRACTION = 0.2  # validation share of the rows, seen and unseen together
 HOLDOUT_GRAPHEMES = 0.1  # share of the grapheme combinations held out of training (unseen)
 # Kaggle's 4 image parquets per split for the full default; a small set gets fewer: each parquet of

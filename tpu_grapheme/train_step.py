@@ -9,9 +9,9 @@ the distributed iterator, so the host is out of the loop on TPU. Per optimizer s
 
 The per-replica compute (augment, forward, backward, accumulate) is one function that can be
 XLA-compiled (`jit`); the apply runs outside it, because the cross-replica merge inside
-`apply_gradients` does not compile under MirroredStrategy (FINDINGS.md). When it is not compiled
-(the CPU default), `jit_augment` compiles MixUp/CutMix on their own; off by default, since on this
-CPU it showed no consistent gain (step 0.86-1.06x in 6 of 7 runs; benchmarks/README.md). With
+`apply_gradients` does not compile under MirroredStrategy. When it is not compiled (the CPU
+default), `jit_augment` compiles MixUp/CutMix on their own; off by default, since on a CPU it
+showed no consistent gain (benchmarks/README.md, `aug_jit_vs_nojit`). With
 float16 the loss is scaled; every replica's local gradients are checked for inf/NaN and one scalar
 all-reduce makes the verdict common, so either all replicas apply or all skip (Keras 3's
 LossScaleOptimizer checks only the first replica's local gradients). k=1 without loss scaling is
@@ -135,9 +135,9 @@ class TrainStep:
         self._compute = tf.function(compute, jit_compile=True) if config.jit else compute
         # jit_augment: MixUp/CutMix as an XLA kernel of their own when the per-replica compute is not
         # compiled (the CPU default, where XLA slows the model). Inside a compiled compute they belong
-        # to its cluster already, so no nested jit scope there. Off by default: on 2 CPU cores XLA's
-        # fixed launch cost outweighs fusing the kernels' small ops at training sizes (step 0.86-1.06x,
-        # benchmarks/README.md `aug_jit_vs_nojit`). Compiled kernels draw the same random numbers as
+        # to its cluster already, so no nested jit scope there. Off by default: on a CPU XLA's fixed
+        # launch cost outweighs fusing the kernels' small ops at training sizes (benchmarks/README.md,
+        # `aug_jit_vs_nojit`). Compiled kernels draw the same random numbers as
         # the fully compiled step (XLA's RNG differs from TF's), so with it a CPU run mixes like a TPU's.
         mix = tf.autograph.experimental.do_not_convert(self._mix)
         separate = config.augments and config.jit_augment and not config.jit

@@ -101,7 +101,7 @@ def test_cli_bad_input_exit_2(tmp_path):
 # --- unseen-grapheme split ------------------------------------------------------------------------------
 def _grapheme_frame(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     """Rows drawn from the synthetic data set's fixed grapheme set (~1,250 combinations, skewed)."""
-    from tpu_grapheme.data.synthetic import sample_labels
+    from tpu_grapheme.data.synthetic_labels import sample_labels
 
     labels = sample_labels(n, seed=seed, split="train", imbalance=0.3)
     df = pd.DataFrame(labels, columns=list(split.HEAD_NAMES))

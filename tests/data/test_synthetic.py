@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tpu_grapheme.data import render, synthetic
+from tpu_grapheme.data import render, synthetic, synthetic_labels
 from tpu_grapheme.data.classmap import class_map_frame, compose
 from tpu_grapheme.data.schema import (
     HEAD_NAMES,
@@ -131,18 +131,18 @@ def test_deterministic_across_workers_and_chunking(generated, tmp_path, monkeypa
 
 
 def test_root_prior_imbalance():
-    assert np.allclose(synthetic.root_prior(0.0), 1 / 168)
+    assert np.allclose(synthetic_labels.root_prior(0.0), 1 / 168)
     for x, ratio in ((0.3, 100**0.3), (1.0, 100.0)):
-        p = synthetic.root_prior(x)
+        p = synthetic_labels.root_prior(x)
         assert p.max() / p.min() == pytest.approx(ratio) and p.sum() == pytest.approx(1.0)
 
 
 def test_sampled_labels_are_renderable_combinations():
-    labels = synthetic.sample_labels(5000, seed=0, split="train", imbalance=0.3)
+    labels = synthetic_labels.sample_labels(5000, seed=0, split="train", imbalance=0.3)
     assert len(np.unique(labels[:, 0])) == 168
     assert len(np.unique(labels[:, 1])) == 11 and len(np.unique(labels[:, 2])) == 7
     for r, v, c in np.unique(labels, axis=0):
-        assert synthetic.allowed_combos(int(r))[v, c], (r, v, c)
+        assert synthetic_labels.allowed_combos(int(r))[v, c], (r, v, c)
     independent = labels[labels[:, 0] <= 12]
     assert (independent[:, 1:] == 0).all()
     assert (labels[:, 1] == 0).mean() > 0.1 and np.bincount(labels[:, 2]).argmax() == 0

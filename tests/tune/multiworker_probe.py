@@ -1,7 +1,7 @@
 """What the multi-worker tests run in each Ray Train worker, and the same in one process for reference.
 
-`train_steps` builds the loop's pieces (tiny model, optimizer, `TrainStep`) exactly as `loop._Controller`
-does and trains them on hand-split data: every union batch of N*B rows is rows [r*B, (r+1)*B) for
+`train_steps` builds the loop's pieces (tiny model, optimizer, `TrainStep`) through `task.Task`, as the
+loop does, and trains them on hand-split data: every union batch of N*B rows is rows [r*B, (r+1)*B) for
 pipeline r, so N workers x B and one process x N*B see the same examples at every step.
 """
 
@@ -40,29 +40,14 @@ def train_steps(
     import keras
     import tensorflow as tf
 
-    from tpu_grapheme import optimizers, schedules
-    from tpu_grapheme.config import options_for
-    from tpu_grapheme.data.schema import HEAD_WEIGHTS
-    from tpu_grapheme.model import build_model
-    from tpu_grapheme.train_step import StepConfig, TrainStep
+    from tpu_grapheme.task import Task
 
     steps, union = images.shape[:2]
     per_replica = union // strategy.num_replicas_in_sync
-    with strategy.scope():
-        model = build_model(arch=cfg.arch, input_shape=(*cfg.resize, 1), dropout=cfg.dropout, seed=cfg.seed)
-        optimizer = optimizers.build_optimizer(
-            options_for(optimizers.OptimizerOptions, cfg),
-            schedules.build_schedule(options_for(schedules.ScheduleOptions, cfg)),
-        )
-        step_cfg = cfg.replace(batch_size=per_replica, head_weights=cfg.head_weights or HEAD_WEIGHTS)
-        step = TrainStep(
-            strategy=strategy,
-            model=model,
-            optimizer=optimizer,
-            config=options_for(
-                StepConfig, step_cfg, jit=False, dynamic_loss_scale=False, grapheme_classes=()
-            ),
-        )
+    task = Task(cfg.replace(batch_size=per_replica), strategy=strategy)
+    model = task.build_model()
+    optimizer = task.build_optimizer()
+    step = task.build_step(model, optimizer)
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         rows = slice(ctx.input_pipeline_id * per_replica, (ctx.input_pipeline_id + 1) * per_replica)

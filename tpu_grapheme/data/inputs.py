@@ -8,6 +8,7 @@ k*B reshaped to [k, B, ...], which the step loops over without leaving the graph
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -114,30 +115,32 @@ class RunInputs:
 
     def train_iterator(self, *, start_step: int, steps_left: int):
         """Endless distributed iterator; a resumed run reshuffles with a seed derived from its step."""
+        fn = functools.partial(self.train_dataset, start_step=start_step, steps_left=steps_left)
+        return iter(self.strategy.distribute_datasets_from_function(fn))
+
+    def train_dataset(
+        self, ctx: tf.distribute.InputContext | None = None, *, start_step: int, steps_left: int
+    ) -> tf.data.Dataset:
+        """One input pipeline's training batches (`ctx` None: the whole global batch in one pipeline)."""
         c, k = self.config, self.config.grad_accum
         seed = c.seed if start_step == 0 else c.seed + 1_000_003 * start_step
-        cache_mb = self.cache_mb(steps_left)
-
-        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-            per_replica = ctx.get_per_replica_batch_size(
-                global_batch_size(c.batch_size, ctx.num_replicas_in_sync)
-            )
-            ds = pipeline.build_dataset(
-                c.train_pattern,
-                batch_size=per_replica * k,
-                resize=c.resize,
-                resize_method=c.resize_method,
-                training=True,
-                seed=seed,
-                input_context=ctx,
-                shuffle_buffer=c.shuffle_buffer,
-                cache_mb=cache_mb,
-                deterministic=c.deterministic,
-                skipped=self._skipped,
-            )
-            return ds.map(lambda x, y: split_micro_batches(x, y, k)) if k > 1 else ds
-
-        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        per_replica = (
+            c.batch_size if ctx else global_batch_size(c.batch_size, self.strategy.num_replicas_in_sync)
+        )
+        ds = pipeline.build_dataset(
+            c.train_pattern,
+            batch_size=per_replica * k,
+            resize=c.resize,
+            resize_method=c.resize_method,
+            training=True,
+            seed=seed,
+            input_context=ctx,
+            shuffle_buffer=c.shuffle_buffer,
+            cache_mb=self.cache_mb(steps_left),
+            deterministic=c.deterministic,
+            skipped=self._skipped,
+        )
+        return ds.map(lambda x, y: split_micro_batches(x, y, k)) if k > 1 else ds
 
     # --- validation -------------------------------------------------------------------------------
     def valid_dataset(self) -> tuple[tf.distribute.DistributedDataset, int]:

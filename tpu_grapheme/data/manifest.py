@@ -32,11 +32,13 @@ def write_manifest(
     parquet_pattern: str,
     shuffle_seed: int,
     combination_counts: Sequence[Sequence[int]] | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """Write `out_dir/manifest.json` for `shards` (dicts of file, count, bytes); returns the manifest.
 
     `combination_counts`: [root, vowel, consonant, count] per grapheme combination of the split (which
     validation graphemes are unseen is decided from the training split's); older manifests lack it.
+    `extra`: further top-level keys (e.g. `rendered`: how rendered shards were made).
     """
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -60,6 +62,7 @@ def write_manifest(
         "parquet_pattern": parquet_pattern,
         "shuffle_seed": shuffle_seed,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     tmp = paths.join(out_dir, MANIFEST + PARTIAL_SUFFIX)
     with tf.io.gfile.GFile(tmp, "w") as f:

@@ -44,8 +44,8 @@ def resizes(resize: tuple[int, int] | None) -> bool:
 def resize_method_for(resize: tuple[int, int], method: str = "auto") -> tuple[str, bool]:
     """(tf.image method, antialias) for `method` at `resize`; `auto` picks by direction.
 
-    auto: area when shrinking (a box average keeps 1-px strokes; measured 3x faster than antialiased
-    bilinear: 1,541 vs 518 img/s for 137x236 -> 64x112), bicubic when enlarging (the seed's method),
+    auto: area when shrinking (a box average keeps 1-px strokes, and is faster than antialiased
+    bilinear: benchmarks/README.md), bicubic when enlarging (the seed's method),
     antialiased bicubic when one side grows and the other shrinks. A named method is used as the seed
     used it: `tf.image.resize(method)`, no antialiasing.
     """

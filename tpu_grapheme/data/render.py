@@ -172,7 +172,11 @@ def render(
     """One uint8 [137, 236] image of the grapheme: dark ink on light, slightly noisy paper."""
     p = Style(distortion).draw(rng, len(fonts))
     font = _font(fonts[p["font"]], p["weight"], p["width"])
-    text = compose(root, vowel, consonant)
+    return _draw(compose(root, vowel, consonant), font, p, rng)
+
+
+def _draw(text: str, font: ImageFont.FreeTypeFont, p: dict, rng: np.random.Generator) -> np.ndarray:
+    """The grapheme text drawn with `font` and the drawn style `p`: ink warped onto noisy paper."""
     if unicodedata.category(text[0]).startswith("M"):  # lone sign (ং ঃ): NBSP base, no dotted circle
         text = "\u00a0" + text
     mask = np.asarray(_ink_mask(text, font, p, rng), dtype=np.float32)
@@ -183,6 +187,56 @@ def render(
     img -= (img - np.float32(p["ink"])) * (mask * np.float32(1 / 255))
     np.clip(img, 0, 255, out=img)
     return img.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Typeface:
+    """A font file and, for a variable font, an optional fixed instance; None axes follow the style's draw."""
+
+    path: str
+    weight: float | None = None
+    width: float | None = None
+
+    @property
+    def name(self) -> str:
+        stem = os.path.splitext(os.path.basename(self.path))[0]
+        axes = [f"{k}={v:g}" for k, v in (("wght", self.weight), ("wdth", self.width)) if v is not None]
+        return stem + (f"[{','.join(axes)}]" if axes else "")
+
+
+@lru_cache(maxsize=64)
+def _is_variable(path: str) -> bool:
+    try:
+        ImageFont.truetype(path, FONT_SIZE).get_variation_axes()
+    except OSError:
+        return False
+    return True
+
+
+def render_typefaces(
+    root: int,
+    vowel: int,
+    consonant: int,
+    *,
+    rng: np.random.Generator,
+    distortion: float,
+    typefaces: Sequence[Typeface],
+) -> np.ndarray:
+    """One uint8 [137, 236] image as `render` draws it, in a typeface drawn uniformly from `typefaces`.
+
+    The style (scale, rotation, warp, blur, paper, noise) has `render`'s distribution; a typeface's fixed
+    instance replaces the drawn weight/width. `render` itself is untouched, so the data set's images are too.
+    """
+    if not typefaces:
+        raise ValueError("typefaces must not be empty")
+    p = Style(distortion).draw(rng, 1)
+    face = typefaces[int(rng.integers(len(typefaces)))]
+    if _is_variable(face.path):
+        weight = face.weight if face.weight is not None else p["weight"]
+        width = face.width if face.width is not None else p["width"]
+    else:  # one cached instance per static file
+        weight = width = 0
+    return _draw(compose(root, vowel, consonant), _font(face.path, weight, width), p, rng)
 
 
 @lru_cache(maxsize=1)

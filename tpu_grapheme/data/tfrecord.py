@@ -10,18 +10,10 @@ the parquet's pixels and the pipeline treats them alike.
 
 Format and compression are read from the first record of a file, never from a flag.
 
-Measured with `benchmarks/data_throughput.py --codec` (512 Kaggle-like 137x236 images: grainy,
-shaded light background, thick dark strokes; 2-core CPU shared with other jobs, load ~12, so
-absolute rates are low, ratios are what matter; decode = parse + decode in tf.data, batches of 64):
-    encoding                KB/image   encode img/s   decode img/s
-    raw, uncompressed          32.4         1,122          4,512
-    raw, GZIP records          21.1            98            711
-    PNG, uncompressed          19.5            73            309
-    seed (Int64List, GZIP)     21.7            37            372
-Choice: raw bytes, uncompressed. PNG saves ~40 % of the bytes but decodes ~15x slower (and GZIP
-records ~6x slower); on a TPU VM the host CPU feeding the cores is the scarce resource, while the
-bandwidth raw needs (32 KB x 3,000 img/s ~ 100 MB/s from GCS) is not. `--image-format png` remains
-for small disks; the reader handles either, and GZIP/ZLIB records too.
+Choice: raw bytes, uncompressed. PNG and GZIP records save bytes but decode several times slower
+(`benchmarks/data_throughput.py --codec`; figures in benchmarks/README.md); on a TPU VM the host CPU
+feeding the cores is the scarce resource, while the bandwidth raw needs from GCS is not.
+`--image-format png` remains for small disks; the reader handles either, and GZIP/ZLIB records too.
 """
 
 from __future__ import annotations

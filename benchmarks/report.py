@@ -1,0 +1,170 @@
+"""The report of `throughput.py`: ratio targets, FLOPs and MFU, the console table, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from harness import Runner, best
+
+from tpu_grapheme.model import model_flops
+
+TARGETS = {  # ratio name -> (comparison, bound)
+    "custom_vs_fit_tuned": (">=", 1.05),
+    "aug_overhead": ("<=", 0.03),
+    "stall_share": ("<=", 0.02),
+    "accum_k4_vs_k1": (">=", 0.97),
+}
+
+
+def check(name: str, value: float | None) -> bool | None:
+    """Whether `value` meets the target of ratio `name` (None: no target, or no finite value)."""
+    if name not in TARGETS or value is None or not math.isfinite(value):
+        return None
+    op, bound = TARGETS[name]
+    return value >= bound if op == ">=" else value <= bound
+
+
+def with_targets(ratios: dict[str, dict | None], best_pair: list[str]) -> dict[str, dict]:
+    """Drop missing ratios; add the target and whether it is met; name the tuned pair compared."""
+    out = {k: v for k, v in ratios.items() if v is not None}
+    for name, v in out.items():
+        v["best_pair"] = best_pair if name == "custom_vs_fit_tuned" else None
+        if name in TARGETS:
+            v["target"] = f"{TARGETS[name][0]} {TARGETS[name][1]}"
+            v["met"] = check(name, v["median"])
+    return out
+
+
+def flops_report(rs: dict[str, Runner], peak: dict) -> dict:
+    """Forward and training FLOPs per image, achieved FLOP/s at the best custom-loop rate, and MFU."""
+    fwd = model_flops(rs["custom_splN"].model)
+    rate = best(rs, "custom_splN", "custom_splN_jit_alt").median_rate
+    achieved = 3.0 * fwd * rate
+    return {
+        "forward_flops_per_image": fwd,
+        "train_flops_per_image": 3 * fwd,
+        "images_per_s": rate,
+        "achieved_flop_per_s": achieved,
+        "peak_matmul_flop_per_s": peak["flop_per_s"],
+        "peak_matmul": peak,
+        "mfu": achieved / peak["flop_per_s"] if peak["flop_per_s"] else float("nan"),
+    }
+
+
+def write_json(result: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+def _rows(result: dict) -> list[dict]:
+    mr = result["multi_replica"]
+    return list(result["runners"].values()) + [v for v in mr.values() if isinstance(v, dict) and "label" in v]
+
+
+def _print_runners(result: dict) -> None:
+    print(f"{'configuration':58s} {'img/s median':>12s} {'[min - max]':>20s} {'compile s':>9s}")
+    for s in _rows(result):
+        if s.get("error") or "median" not in s:
+            print(f"{s['label'][:58]:58s} {'failed: ' + str(s.get('error'))[:60]}")
+            continue
+        span = f"[{s['min']:,.1f} - {s['max']:,.1f}]"
+        print(f"{s['label'][:58]:58s} {s['median']:12,.1f} {span:>20s} {s['compile_s']:9.1f}")
+
+
+def _print_ratios(result: dict) -> None:
+    print(f"\n{'ratio (median of per-round ratios)':40s} {'median':>8s} {'[min - max]':>18s}  target")
+    for name, v in result["ratios"].items():
+        tgt = f"{v['target']}: {'met' if v['met'] else 'MISSED'}" if v.get("target") else ""
+        span = f"[{v['min']:.3f} - {v['max']:.3f}]"
+        print(f"{name:40s} {v['median']:8.3f} {span:>18s}  {tgt}")
+    f = result["flops"]
+    print(
+        f"\nmodel FLOPs/image (forward) {f['forward_flops_per_image'] / 1e6:.1f} M; training ~3x; achieved "
+        f"{f['achieved_flop_per_s'] / 1e9:.2f} GFLOP/s vs measured matmul peak "
+        f"{f['peak_matmul_flop_per_s'] / 1e9:.1f} GFLOP/s: MFU {100 * f['mfu']:.1f} %"
+    )
+
+
+def _print_profile(prof: dict) -> None:
+    names = list(prof)
+    print(f"\nprofile (ms per step, summed over threads){'':14s}" + "".join(f"{n:>22s}" for n in names))
+    print(f"{'wall':58s}" + "".join(f"{prof[n]['ms_per_step']:22.1f}" for n in names))
+    print(f"{'all ops':58s}" + "".join(f"{prof[n]['op_ms_per_step']:22.1f}" for n in names))
+    for op in dict.fromkeys(k for n in names for k in prof[n]["top_ops_per_step"]):
+        cells = [prof[n]["top_ops_per_step"].get(op) for n in names]
+        print(
+            f"  {op[:56]:56s}"
+            + "".join(f"{c['ms']:12.2f} ({c['count']:6.1f})" if c else f"{'-':>22s}" for c in cells)
+        )
+
+
+def print_table(result: dict) -> None:
+    d, c = result["device"], result["config"]
+    print(
+        f"\n== throughput: arch {c['arch']}, resize {c['resize']}, global batch {c['global_batch']}, "
+        f"windows of {c['steps']} steps x {c['repeats']} rounds =="
+    )
+    print(
+        f"device: {d['device_kind']} ({', '.join(d['accelerators']) or d['cpu_model']}), {d['cpu_cores']} cores, "
+        f"TF {d['tensorflow']}, Keras {d['keras']}, load avg {d['load_average_start']} -> {d['load_average_end']}"
+    )
+    _print_runners(result)
+    _print_ratios(result)
+    if result.get("profile"):
+        _print_profile(result["profile"])
+    print(f"total {result['elapsed_s']:.0f}s\n", flush=True)
+
+
+def _plot_runners(ax, result: dict) -> None:
+    mr = result["multi_replica"]
+    items = [(s["label"], s) for s in result["runners"].values() if "median" in s]
+    items += [
+        (f"[{mr.get('replicas')} replicas] {s['label']}", s)
+        for s in mr.values()
+        if isinstance(s, dict) and "median" in s
+    ]
+    y = np.arange(len(items))
+    med = np.array([s["median"] for _, s in items])
+    err = np.array([[m - s["min"], s["max"] - m] for m, (_, s) in zip(med, items, strict=True)]).T
+    ax.barh(y, med, xerr=err, color="tab:blue", alpha=0.8, capsize=3)
+    ax.set_yticks(y, [lbl for lbl, _ in items], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("images/s (median, min-max whiskers)")
+
+
+def _plot_ratios(ax, result: dict) -> None:
+    rat = list(result["ratios"].items())
+    y = np.arange(len(rat))
+    colors = [
+        "tab:green" if v.get("met") else "tab:red" if v.get("met") is False else "tab:gray" for _, v in rat
+    ]
+    ax.barh(y, np.array([v["median"] for _, v in rat]), color=colors, alpha=0.8)
+    for i, (_, v) in enumerate(rat):
+        if v.get("target"):
+            ax.plot([float(v["target"].split()[1])] * 2, [i - 0.4, i + 0.4], "k-", lw=2)
+    ax.set_yticks(y, [n for n, _ in rat], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ratio (green met / red missed; black bar: target)")
+
+
+def plot(result: dict, path: str) -> None:
+    """A PNG: img/s per configuration (left) and every ratio against its target (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(result["runners"]) + len(result["multi_replica"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(15, max(5, 0.38 * n)), width_ratios=[3, 2])
+    _plot_runners(a, result)
+    _plot_ratios(b, result)
+    d, c = result["device"], result["config"]
+    fig.suptitle(
+        f"{c['arch']} {c['resize']} batch {c['global_batch']} on "
+        f"{d['device_kind']} ({d['cpu_model'][:40]}, {d['cpu_cores']} cores), TF {d['tensorflow']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
