@@ -50,7 +50,7 @@ def keras_style(w: Workload, k: int, *, label: str) -> Runner:
         optimizer=opt,
         k=k,
         micro_batch=task.cfg.batch_size,
-        head_weights=task.cfg.head_weights,
+        head_weights=task.head_weights,
     )
     it = w.iterator(task)
     calls, per_call = w.calls(w.n)

@@ -21,7 +21,7 @@ def seed_host_aug(w: Workload) -> Runner:
         model=model,
         optimizer=opt,
         global_batch=w.global_batch,
-        head_weights=task.cfg.head_weights,
+        head_weights=task.head_weights,
     )
     it = w.iterator(task, transform=lambda ds: seed_style.seed_mix_dataset(ds, **MIX))
     calls, per_call = w.calls(w.n)

@@ -51,7 +51,7 @@ def helper_bot(w: Workload) -> Runner:
         model=model,
         optimizer=opt,
         global_batch=w.global_batch,
-        head_weights=task.cfg.head_weights,
+        head_weights=task.head_weights,
     )
     it = w.iterator(task, transform=seed_style.plain_targets)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tpu_grapheme.data.inputs import global_batch_size
+
 
 def _beta(shape, alpha: float) -> tf.Tensor:
     """Beta(alpha, alpha) from two stateful Gammas (the host pipeline needs no reproducible seed)."""
@@ -142,7 +144,7 @@ class AllReduceEveryMicroBatch:
         self, *, strategy, model: keras.Model, optimizer, k: int, micro_batch: int, head_weights
     ) -> None:
         self.strategy, self.model, self.optimizer, self.k = strategy, model, optimizer, k
-        self.global_batch = micro_batch * strategy.num_replicas_in_sync * k
+        self.global_batch = global_batch_size(micro_batch, strategy.num_replicas_in_sync, k)
         self.head_weights = tuple(head_weights)
         with strategy.scope():
             optimizer.build(model.trainable_variables)

@@ -132,7 +132,7 @@ class Workload:
             model.compile(
                 optimizer=optimizer,
                 loss=[loss] * heads,
-                loss_weights=list(task.cfg.head_weights),
+                loss_weights=list(task.head_weights),
                 jit_compile=jit,
                 steps_per_execution=spe,
             )

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
+import os
 
 import pytest
 
-from tpu_grapheme.config import TrainConfig, from_dict
-from tpu_grapheme.config_io import add_arguments, from_args, save_yaml
+from tests.step_options import every_option_class, step_config
+from tpu_grapheme.config import FIELDS, RESOLVED, TrainConfig, from_dict, options_for, to_dict
+from tpu_grapheme.config_io import add_arguments, from_args, load_yaml, save_yaml
+from tpu_grapheme.data.inputs import InputConfig
+from tpu_grapheme.data.schema import HEAD_WEIGHTS
 from tpu_grapheme.errors import UserError
+from tpu_grapheme.optimizers import OptimizerOptions
+from tpu_grapheme.option_checks import CHECKS
+from tpu_grapheme.schedules import ScheduleOptions
+from tpu_grapheme.train_step import StepConfig
 
 
 def test_values_from_strings_are_coerced():
@@ -51,16 +61,116 @@ SEED_COMMAND = (
 )  # the seed README's training flags (data folders aside), plus the seed's Dropout(0.5)
 
 
-def test_shipped_configs_load_and_the_seed_one_is_the_seed_command():
-    import glob
-    import os
+def _argv(cfg: TrainConfig) -> list[str]:
+    """The flags that give `cfg` (the fields that differ from the defaults)."""
+    argv = []
+    for name, value in to_dict(cfg).items():
+        if value == to_dict(TrainConfig())[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return argv
 
-    from tpu_grapheme.config_io import load_yaml
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser
+
+
+def test_shipped_configs_load_project_and_round_trip(tmp_path):
+    """Every file in configs/: it validates, every lower layer's options project from it, and it comes
+    back equal through YAML and through flags; the seed one is the seed's command."""
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
     files = sorted(glob.glob(os.path.join(root, "*.yaml")))
     assert len(files) >= 3
     configs = {os.path.basename(f): from_dict(load_yaml(f)) for f in files}
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    assert configs["seed_b4_192x330.yaml"] == from_args(parser.parse_args(SEED_COMMAND.split()))
+    for name, cfg in configs.items():
+        assert len(every_option_class(cfg)) == 4, name
+        save_yaml(cfg, str(tmp_path / name))
+        assert from_dict(load_yaml(str(tmp_path / name))) == cfg, name
+        assert from_args(_parser().parse_args(_argv(cfg))) == cfg, name
+    assert configs["seed_b4_192x330.yaml"] == from_args(_parser().parse_args(SEED_COMMAND.split()))
+
+
+# ---- head_weights: any number of weights; empty means the head layout's metric weights -----------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [([2.0, 1.0, 1.0], (2.0, 1.0, 1.0)), ("2,1,1", (2.0, 1.0, 1.0)), ("1,1", (1.0, 1.0)), ([], ()), ("", ())],
+)
+def test_head_weights_from_yaml_lists_and_flag_strings(value, expected):
+    assert from_dict({"head_weights": value}).head_weights == expected
+
+
+def test_head_weights_round_trip_and_resolve_where_the_step_is_built(tmp_path):
+    assert TrainConfig().head_weights == ()
+    assert step_config().head_weights == HEAD_WEIGHTS  # () resolves to the heads' metric weights
+    path = tmp_path / "c.yaml"
+    path.write_text("head_weights: [2.0, 1.0, 1.0]\n")  # as configs written before the change
+    cfg = from_args(_parser().parse_args(["--config", str(path)]))
+    assert cfg.head_weights == (2.0, 1.0, 1.0) and step_config(cfg).head_weights == (2.0, 1.0, 1.0)
+    assert from_args(_parser().parse_args(["--head-weights", "1,1,1"])).head_weights == (1.0, 1.0, 1.0)
+    for cfg in (TrainConfig(), TrainConfig(head_weights=(3, 1, 1))):
+        save_yaml(cfg, str(path))
+        assert from_dict(load_yaml(str(path))) == cfg
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("a,b", "head_weights must be comma-separated numbers"),
+        ("-1,1,1", "head_weights must be >= 0"),
+        (2.0, "needs comma"),
+    ],
+)
+def test_bad_head_weights_are_one_line_errors(value, needle):
+    with pytest.raises(UserError, match=needle):
+        from_dict({"head_weights": value})
+
+
+# ---- one check per option, wherever it is set ---------------------------------------------------
+def test_every_check_names_an_option():
+    assert set(CHECKS) <= set(FIELDS) | set(RESOLVED)
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "bad"),
+    [
+        (ScheduleOptions, "warmup_frac", 1.0),
+        (ScheduleOptions, "max_lr", 11.0),
+        (ScheduleOptions, "final_lr_ratio", 0.0),
+        (InputConfig, "resize_method", "cubic"),
+        (InputConfig, "batch_size", 0),
+        (OptimizerOptions, "lookahead_alpha", 0.0),
+        (StepConfig, "mix_prob", 1.5),
+        (StepConfig, "loss_scale", 0.5),
+    ],
+)
+def test_option_classes_reject_a_value_with_the_configs_one_line_error(cls, field, bad):
+    with pytest.raises(UserError) as from_config:
+        from_dict({field: bad})
+    good = next(o for o in every_option_class(TrainConfig()) if isinstance(o, cls))
+    with pytest.raises(UserError) as from_class:
+        dataclasses.replace(good, **{field: bad})
+    assert str(from_class.value) == str(from_config.value) and "\n" not in str(from_class.value)
+
+
+def test_options_for_fills_from_the_config_and_refuses_gaps_and_shadows():
+    cfg = TrainConfig(batch_size=16, radam=True, weight_decay=-1.0, warmup_frac=0.1)
+    inputs = options_for(InputConfig, cfg, train_pattern="t/*", valid_pattern="v/*")
+    assert (inputs.batch_size, inputs.seed, inputs.cache_mb) == (16, cfg.seed, cfg.cache_mb)
+    opt = options_for(OptimizerOptions, cfg)  # resolved properties: --radam, weight decay -1
+    assert (opt.optimizer_name, opt.effective_weight_decay, opt.gradient_accumulation_steps) == (
+        "radam",
+        0,
+        None,
+    )
+    with pytest.raises(TypeError, match="valid_pattern is neither"):
+        options_for(InputConfig, cfg, train_pattern="t/*")
+    with pytest.raises(TypeError, match="batch_size come from the TrainConfig"):
+        options_for(InputConfig, cfg, train_pattern="t/*", valid_pattern="v/*", batch_size=8)
+    with pytest.raises(TypeError, match="has no field nonsense"):
+        options_for(ScheduleOptions, cfg, nonsense=1)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.step_options import step_config
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.model import build_model, model_flops
 from tpu_grapheme.replica_random import ReplicaDropout
-from tpu_grapheme.train_step import StepConfig, TrainStep
+from tpu_grapheme.train_step import TrainStep
 
 NAMES = ["grapheme_root", "vowel_diacritic", "consonant_diacritic"]
 
@@ -218,7 +219,7 @@ def test_bn_moving_stats_decay_once_per_optimizer_step_under_accumulation():
         strategy=strategy,
         model=model,
         optimizer=keras.optimizers.SGD(0.1),
-        config=StepConfig(per_replica_batch=b, grad_accum=k),
+        config=step_config(batch_size=b, grad_accum=k),
     )
     micro = tf.data.Dataset.from_tensors((np.stack([x] * k), np.stack([y] * k))).repeat()
     step.train_loop(iter(strategy.experimental_distribute_dataset(micro)), tf.constant(1))

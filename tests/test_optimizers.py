@@ -1,6 +1,7 @@
 import dataclasses
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.optimizers import (
     ADAM_EPSILON,
     Lookahead,
@@ -79,7 +80,7 @@ def radam_step_fn(lr, b1=0.9, b2=0.999, eps=ADAM_EPSILON, threshold=5.0):
 def _build(cfg):
     """The optimizer (with its schedule) a run of `cfg` trains with, as the loop builds it."""
     return build_optimizer(
-        OptimizerOptions.from_train_config(cfg), build_schedule(ScheduleOptions.from_train_config(cfg))
+        options_for(OptimizerOptions, cfg), build_schedule(options_for(ScheduleOptions, cfg))
     )
 
 
@@ -267,20 +268,24 @@ def test_default_decay_is_the_optimizers_own_and_off_for_radam_as_in_the_seed():
 
 
 def test_optimizer_options_are_validated_and_keyword_only():
-    for bad in (
-        {"name": "lamb"},
-        {"weight_decay_rule": "torch"},
-        {"weight_decay": -1.0},
-        {"weight_decay": 1.0},
-        {"lookahead_sync": 0},
-        {"lookahead_alpha": 0.0},
+    good = options_for(OptimizerOptions, TrainConfig())
+    for bad, needle in (
+        ({"optimizer_name": "lamb"}, "optimizer_name 'lamb' is not one of"),
+        ({"weight_decay_rule": "torch"}, "weight_decay_rule 'torch' is not one of"),
+        ({"effective_weight_decay": -1.0}, "effective_weight_decay must be >= 0"),
+        ({"effective_weight_decay": 1.0}, "tfa weight decay rule needs weight_decay < 1"),
+        ({"lookahead_sync": 0}, "lookahead_sync must be >= 1"),
+        ({"lookahead_alpha": 0.0}, "lookahead_alpha must be in (0, 1]"),
     ):
-        with pytest.raises(ValueError):
-            OptimizerOptions(**bad)
+        # A UserError (a ValueError): one line, the same rule and message as the config's.
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            dataclasses.replace(good, **bad)
     with pytest.raises(TypeError):
         OptimizerOptions("adamw")
+    with pytest.raises(TypeError):  # no defaults: the TrainConfig has them
+        OptimizerOptions(optimizer_name="adamw")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        OptimizerOptions().name = "sgd"
+        good.optimizer_name = "sgd"
 
 
 # ---- the seed's (tfa) weight-decay rule: tensorflow-addons' published AdamW / SGDW vectors -----

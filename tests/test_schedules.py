@@ -1,12 +1,13 @@
 import ast
 import math
 import pathlib
+import re
 
 import keras
 import numpy as np
 import pytest
 
-from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.schedules import Constant, ScheduleOptions, WarmupCosine, build_schedule, warmup_steps_for
 
 
@@ -15,7 +16,7 @@ def _lr(schedule, step):
 
 
 def _schedule(**fields):
-    return build_schedule(ScheduleOptions.from_train_config(TrainConfig(**fields)))
+    return build_schedule(options_for(ScheduleOptions, TrainConfig(**fields)))
 
 
 def seed_schedule(step, *, steps, max_lr, initial_lr=1e-6, alpha=1e-4):
@@ -106,19 +107,32 @@ def test_cosine_matches_the_seed_definition_at_every_step_of_an_odd_length_run()
 
 
 def test_schedule_options_are_validated_and_narrow():
-    with pytest.raises(ValueError):
-        ScheduleOptions(kind="linear", max_lr=1e-3, steps=10)
-    with pytest.raises(ValueError):
-        ScheduleOptions(max_lr=1e-3, steps=0)
+    for bad, needle in (
+        ({"schedule": "linear"}, "schedule 'linear' is not one of"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"warmup_frac": 1.0}, "warmup_frac must be in [0, 1)"),  # the same rule as TrainConfig's
+        ({"max_lr": 11.0}, "max_lr must be in (0, 10]"),
+    ):
+        fields = {
+            "schedule": "cosine",
+            "max_lr": 1e-3,
+            "steps": 10,
+            "warmup_frac": 0.2,
+            "final_lr_ratio": 1e-4,
+        }
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            ScheduleOptions(**{**fields, **bad})
     with pytest.raises(TypeError):
         ScheduleOptions(1e-3, 10)  # keyword-only
-    opts = ScheduleOptions.from_train_config(TrainConfig(steps=123, max_lr=2e-3, schedule="onecycle"))
-    assert (opts.kind, opts.steps, opts.max_lr) == ("onecycle", 123, 2e-3)
+    with pytest.raises(TypeError):
+        ScheduleOptions(max_lr=1e-3, steps=10)  # no defaults: the TrainConfig has them
+    opts = options_for(ScheduleOptions, TrainConfig(steps=123, max_lr=2e-3, schedule="onecycle"))
+    assert (opts.schedule, opts.steps, opts.max_lr) == ("onecycle", 123, 2e-3)
 
 
 def test_low_level_modules_do_not_import_the_config_at_module_level():
     root = pathlib.Path(__file__).resolve().parents[1] / "tpu_grapheme"
-    for name in ("schedules.py", "optimizers.py"):
+    for name in ("schedules.py", "optimizers.py", "train_step.py", "data/inputs.py", "option_checks.py"):
         tree = ast.parse((root / name).read_text())
         imported = [
             a.name if isinstance(node, ast.Import) else node.module
@@ -127,3 +141,5 @@ def test_low_level_modules_do_not_import_the_config_at_module_level():
             for a in (node.names if isinstance(node, ast.Import) else [None])
         ]
         assert not any("config" in (m or "") for m in imported), (name, imported)
+        if name == "option_checks.py":  # the bottom layer: every option class may import it
+            assert [m for m in imported if m.startswith("tpu_grapheme")] == ["tpu_grapheme.errors"], imported

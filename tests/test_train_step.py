@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.step_options import step_config
 from tpu_grapheme.model import build_model
 from tpu_grapheme.train_step import StepConfig, TrainStep
 
@@ -46,7 +47,7 @@ def _iterator(strategy, images, labels, per_replica: int, k: int = 1):
 def test_full_step_compiles_with_xla_and_learns():
     strategy = tf.distribute.get_strategy()
     images, labels = _data(64)
-    cfg = StepConfig(per_replica_batch=16, jit_compile=True, mixup_alpha=0.4, cutmix_alpha=1.0, seed=3)
+    cfg = step_config(batch_size=16, jit=True, mixup_alpha=0.4, cutmix_alpha=1.0, seed=3)
     model, step = _make(strategy, cfg, optimizer="adamw", lr=3e-3)
     it = _iterator(strategy, images, labels, 16)
     first = float(step.train_loop(it, tf.constant(4))["loss"])
@@ -64,7 +65,7 @@ def test_full_step_compiles_with_xla_and_learns():
 def test_whole_step_jit_compiles_on_default_strategy():
     """The TPU property: augment + forward + backward + apply as one XLA function (one CPU device)."""
     images, labels = _data(16)
-    cfg = StepConfig(per_replica_batch=16, mixup_alpha=0.4, cutmix_alpha=1.0, seed=3)
+    cfg = step_config(batch_size=16, mixup_alpha=0.4, cutmix_alpha=1.0, seed=3)
     model, step = _make(tf.distribute.get_strategy(), cfg, optimizer="adamw")
     whole = tf.function(lambda x, y: step.strategy.run(step._replica_step, args=(x, y)), jit_compile=True)
     before = [v.numpy().copy() for v in model.trainable_variables]
@@ -75,8 +76,8 @@ def test_whole_step_jit_compiles_on_default_strategy():
 def test_accumulation_equals_one_big_batch():
     images, labels = _data(64, seed=1)
     strategy = tf.distribute.get_strategy()
-    m1, s1 = _make(strategy, StepConfig(per_replica_batch=32))
-    m4, s4 = _make(strategy, StepConfig(per_replica_batch=8, grad_accum=4))
+    m1, s1 = _make(strategy, step_config(batch_size=32))
+    m4, s4 = _make(strategy, step_config(batch_size=8, grad_accum=4))
     s1.train_loop(_iterator(strategy, images, labels, 32), tf.constant(2))
     s4.train_loop(_iterator(strategy, images, labels, 8, k=4), tf.constant(2))
     for a, b in zip(m1.trainable_variables, m4.trainable_variables, strict=True):
@@ -87,9 +88,7 @@ def test_accumulation_equals_one_big_batch():
 def test_loss_scale_overflow_skips_update_and_halves():
     images, labels = _data(32, seed=2)
     strategy = tf.distribute.get_strategy()
-    cfg = StepConfig(
-        per_replica_batch=16, dynamic_loss_scale=True, initial_loss_scale=2.0**8, loss_scale_growth=2
-    )
+    cfg = step_config(batch_size=16, dynamic_loss_scale=True, loss_scale=2.0**8, loss_scale_growth=2)
     model, step = _make(strategy, cfg)
     bad = images.copy()
     bad[0, 0, 0, 0] = np.inf  # injected overflow in the first batch only
@@ -113,10 +112,8 @@ def test_loss_scale_overflow_skips_update_and_halves():
 def test_loss_scaled_step_matches_unscaled():
     images, labels = _data(32, seed=4)
     strategy = tf.distribute.get_strategy()
-    m1, s1 = _make(strategy, StepConfig(per_replica_batch=16))
-    m2, s2 = _make(
-        strategy, StepConfig(per_replica_batch=16, dynamic_loss_scale=True, initial_loss_scale=1024.0)
-    )
+    m1, s1 = _make(strategy, step_config(batch_size=16))
+    m2, s2 = _make(strategy, step_config(batch_size=16, dynamic_loss_scale=True, loss_scale=1024.0))
     s1.train_loop(_iterator(strategy, images, labels, 16), tf.constant(3))
     s2.train_loop(_iterator(strategy, images, labels, 16), tf.constant(3))
     for a, b in zip(m1.trainable_variables, m2.trainable_variables, strict=True):
@@ -132,12 +129,12 @@ REPLICAS_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 4)
     sys.path.insert(0, sys.argv[1])
     from tests.test_train_step import _data, _iterator, _make
-    from tpu_grapheme.train_step import StepConfig
+    from tests.step_options import step_config
     images, labels = _data(64, seed=5)
     out = {}
     for n, scale in ((1, False), (4, False), (4, True)):
         strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
-        cfg = StepConfig(per_replica_batch=32 // n, dynamic_loss_scale=scale, initial_loss_scale=512.0)
+        cfg = step_config(batch_size=32 // n, dynamic_loss_scale=scale, loss_scale=512.0)
         model, step = _make(strategy, cfg, optimizer="adamw", lr=1e-2)
         step.train_loop(_iterator(strategy, images, labels, 32 // n), tf.constant(3))
         out[f"{n}-{scale}"] = [v.numpy().ravel().tolist() for v in model.trainable_variables]
@@ -162,7 +159,7 @@ def test_one_replica_equals_four_replicas(tmp_path):
 def test_step_counter_and_loss_summary(k):
     images, labels = _data(48, seed=6)
     strategy = tf.distribute.get_strategy()
-    _, step = _make(strategy, StepConfig(per_replica_batch=16 // (k if k == 1 else 1), grad_accum=k))
+    _, step = _make(strategy, step_config(batch_size=16 // (k if k == 1 else 1), grad_accum=k))
     out = step.train_loop(_iterator(strategy, images, labels, 16, k=k), tf.constant(5))
     assert int(step.step.numpy()) == 5
     parts = [float(out[f"loss_{h}"]) for h in ("grapheme_root", "vowel_diacritic", "consonant_diacritic")]
@@ -182,9 +179,9 @@ def test_skipped_step_is_not_in_the_reported_loss():
     # Reference: the same two good batches trained without loss scaling (a skipped step changes nothing).
     images, labels = _data(48, seed=8)
     strategy = tf.distribute.get_strategy()
-    _, plain = _make(strategy, StepConfig(per_replica_batch=16))
+    _, plain = _make(strategy, step_config(batch_size=16))
     ref = plain.train_loop(_iterator(strategy, images[16:], labels[16:], 16), tf.constant(2))
-    scaled_cfg = StepConfig(per_replica_batch=16, dynamic_loss_scale=True, initial_loss_scale=256.0)
+    scaled_cfg = step_config(batch_size=16, dynamic_loss_scale=True, loss_scale=256.0)
     _, step = _make(strategy, scaled_cfg)
     out = step.train_loop(_overflow_iterator(strategy, images, labels, 1), tf.constant(3))
     assert float(out["applied_steps"]) == 2.0 and int(step.skipped_steps.numpy()) == 1
@@ -195,9 +192,7 @@ def test_skipped_step_is_not_in_the_reported_loss():
 def test_overflow_at_the_loss_scale_floor_is_counted():
     images, labels = _data(48, seed=9)
     strategy = tf.distribute.get_strategy()
-    _, step = _make(
-        strategy, StepConfig(per_replica_batch=16, dynamic_loss_scale=True, initial_loss_scale=2.0)
-    )
+    _, step = _make(strategy, step_config(batch_size=16, dynamic_loss_scale=True, loss_scale=2.0))
     out = step.train_loop(_overflow_iterator(strategy, images, labels, 3), tf.constant(3))
     assert float(out["applied_steps"]) == 0.0 and np.isnan(float(out["loss"]))
     assert float(step.loss_scale.numpy()) == 1.0
@@ -217,7 +212,7 @@ def test_fold_lambda_flows_from_train_config_to_the_kernels(fold):
     from tpu_grapheme.config import TrainConfig
 
     cfg = TrainConfig(batch_size=16, mixup_alpha=1.0, cutmix_alpha=1.0, fold_lambda=fold, seed=5)
-    step_cfg = StepConfig.from_train_config(cfg, jit_compile=False, dynamic_loss_scale=False)
+    step_cfg = step_config(cfg)
     assert step_cfg.fold_lambda is fold
     _, step = _make(tf.distribute.get_strategy(), step_cfg)
     images, labels, roots = _distinct_roots()
@@ -247,9 +242,9 @@ def test_kernels_are_xla_compiled_on_their_own_only_when_the_step_is_not(k):
     for name, extra in {
         "separate": {"jit_augment": True},
         "off": {},  # the default
-        "whole": {"jit_compile": True, "jit_augment": True},
+        "whole": {"jit": True, "jit_augment": True},
     }.items():
-        _, step = _make(strategy, StepConfig(per_replica_batch=16, **mix, **extra))
+        _, step = _make(strategy, step_config(batch_size=16, **mix, **extra))
         it = _iterator(strategy, images, labels, 16, k=k)
         calls[name] = _xla_calls(step, it)
         out = step.train_loop(it, tf.constant(2))
@@ -268,13 +263,13 @@ AUG_REPLICAS_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, sys.argv[1])
     from tests.test_train_step import _data, _iterator, _make, _xla_calls
-    from tpu_grapheme.train_step import StepConfig
+    from tests.step_options import step_config
     images, labels = _data(64, seed=13)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     out = {}
     for jit in (False, True):
-        cfg = StepConfig(per_replica_batch=8, grad_accum=2, mixup_alpha=0.4, cutmix_alpha=1.0, seed=4,
-                         jit_compile=jit, jit_augment=True)
+        cfg = step_config(batch_size=8, grad_accum=2, mixup_alpha=0.4, cutmix_alpha=1.0, seed=4,
+                         jit=jit, jit_augment=True)
         model, step = _make(strategy, cfg)
         before = [v.numpy().copy() for v in model.trainable_variables]
         it = _iterator(strategy, images, labels, 8, k=2)

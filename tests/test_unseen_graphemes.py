@@ -8,7 +8,7 @@ import tensorflow as tf
 from sklearn.metrics import recall_score
 
 from tpu_grapheme import graphemes
-from tpu_grapheme.data.schema import NUM_CLASSES
+from tpu_grapheme.data.schema import HEAD_WEIGHTS, NUM_CLASSES
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.model import GRAPHEME, build_model
 from tpu_grapheme.train_step import grapheme_lookup, with_grapheme_labels
@@ -46,7 +46,9 @@ def test_evaluator_seen_and_unseen_recall_match_sklearn_on_a_hand_made_case():
     ds = strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
     )
-    m = Evaluator(strategy=strategy, model=_Oracle(), seen_combinations=seen).evaluate(ds, 3)
+    m = Evaluator(
+        strategy=strategy, model=_Oracle(), head_weights=HEAD_WEIGHTS, seen_combinations=seen
+    ).evaluate(ds, 3)
     unseen = ~np.array([tuple(r) in SEEN for r in LABELS])
     assert m["valid_images"] == 8 and m["valid_images_unseen"] == unseen.sum() == 3
     assert m["hierarchical_recall"] == pytest.approx(_reference(np.ones(8, bool)))
@@ -56,7 +58,7 @@ def test_evaluator_seen_and_unseen_recall_match_sklearn_on_a_hand_made_case():
         recall_score(LABELS[unseen, 0], PREDS[unseen, 0], average="macro", zero_division=0)
     )
     # Every combination seen: the unseen group is empty, NaN; the seen one is the overall metric.
-    everything = Evaluator(strategy=strategy, model=_Oracle()).evaluate(ds, 3)
+    everything = Evaluator(strategy=strategy, model=_Oracle(), head_weights=HEAD_WEIGHTS).evaluate(ds, 3)
     assert np.isnan(everything["hierarchical_recall_unseen"]) and everything["valid_images_unseen"] == 0
     assert everything["hierarchical_recall_seen"] == pytest.approx(m["hierarchical_recall"])
 

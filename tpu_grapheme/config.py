@@ -2,7 +2,8 @@
 
 The CLI (`python -m tpu_grapheme.train`), the YAML search spaces (`tune/`) and the Ray trainable
 all build this one class, so there is exactly one copy of each default. Field metadata carries the
-CLI help; `add_arguments` / `from_args` derive the argparse flags from the fields.
+CLI help; `add_arguments` / `from_args` derive the argparse flags from the fields. The lower layers'
+option classes take these field names without defaults; `options_for` fills them from a config.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ import dataclasses
 import os
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from tpu_grapheme.data.schema import RESIZE_METHODS
 from tpu_grapheme.errors import UserError, did_you_mean
+from tpu_grapheme.option_checks import (
+    ARCHS,
+    OPTIMIZERS,
+    PRECISIONS,
+    RESIZE_METHODS,
+    SCHEDULES,
+    STRATEGIES,
+    check_decay_rule,
+    check_fields,
+)
 
-ARCHS = ("tiny", "small", *(f"b{i}" for i in range(8)), *(f"b{i}g" for i in range(8)))
-OPTIMIZERS = ("adamw", "radam", "ranger", "adam", "sgd")
-SCHEDULES = ("cosine", "onecycle", "constant")
-PRECISIONS = ("float32", "bfloat16", "float16", "auto")
-JIT_MODES = ("auto", "on", "off")
-WEIGHT_DECAY_RULES = ("tfa", "keras")
-STRATEGIES = ("auto", "tpu", "mirrored", "one", "cpu", "multiworker")
+T = TypeVar("T")
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -89,7 +93,9 @@ class TrainConfig:
     lookahead_sync: int = _f(6, "Lookahead: sync period k (ranger)")
     lookahead_alpha: float = _f(0.5, "Lookahead: slow-weights step alpha (ranger)")
     label_smoothing: float = _f(0.0, "label smoothing on the soft targets")
-    head_weights: tuple[float, float, float] = _f((2.0, 1.0, 1.0), "loss weights root,vowel,consonant")
+    head_weights: tuple[float, ...] = _f(
+        (), "loss weight per head (root,vowel,consonant); empty: the head layout's metric weights"
+    )
     grapheme_head_weight: float = _f(1.0, "loss weight of the whole-grapheme head (with --grapheme-head)")
     # --- augmentation -----------------------------------------------------------------------
     mixup_alpha: float = _f(-1.0, "MixUp Beta(alpha, alpha) concentration; <= 0 disables")
@@ -189,8 +195,12 @@ def _coerce(name: str, value: Any) -> Any:
             item_types = typing.get_args(hint)
             if isinstance(value, str):
                 value = [v for v in value.replace("x", ",").split(",") if v.strip()]
+            variable = item_types[-1] is Ellipsis  # tuple[float, ...]: any number of values
+            if variable and isinstance(value, Sequence):
+                item_types = item_types[:1] * len(value)
             if not isinstance(value, Sequence) or len(value) != len(item_types):
-                raise UserError(f"{name} needs {len(item_types)} comma-separated values, got {value!r}")
+                count = "" if variable else f"{len(item_types)} "
+                raise UserError(f"{name} needs {count}comma-separated values, got {value!r}")
             return tuple(t(_num(v, t)) for t, v in zip(item_types, value, strict=True))
         if hint is bool:
             if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -229,6 +239,8 @@ def _num(v: Any, t: type) -> Any:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "comma-separated numbers"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
@@ -243,57 +255,12 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def _validate(c: TrainConfig) -> None:
-    _check(c.arch in ARCHS, f"arch {c.arch!r} is not one of {', '.join(ARCHS)}")
-    _check(c.optimizer in OPTIMIZERS, f"optimizer {c.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    """Each field's range or choices (`option_checks`, shared with the option classes), then the
+    checks that involve several fields."""
+    check_fields(c)
+    check_decay_rule(c.weight_decay_rule, c.effective_weight_decay)
     _check(not (c.radam and c.optimizer not in ("adamw", "radam")), "--radam contradicts --optimizer")
-    _check(c.schedule in SCHEDULES, f"schedule {c.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    _check(c.mixed_precision in PRECISIONS, f"mixed_precision must be one of {', '.join(PRECISIONS)}")
-    _check(
-        c.weight_decay_rule in WEIGHT_DECAY_RULES,
-        f"weight_decay_rule must be one of {', '.join(WEIGHT_DECAY_RULES)}",
-    )
-    _check(c.resize_method in RESIZE_METHODS, f"resize_method must be one of {', '.join(RESIZE_METHODS)}")
-    _check(c.jit_compile in JIT_MODES, f"jit_compile must be one of {', '.join(JIT_MODES)}")
-    _check(c.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}")
-    _check(all(16 <= s <= 1024 for s in c.resize), f"resize {c.resize} out of range: each side 16..1024")
-    for name in (
-        "batch_size",
-        "grad_accum",
-        "steps",
-        "steps_per_loop",
-        "checkpoint_interval",
-        "log_interval",
-        "cpu_replicas",
-        "lookahead_sync",
-        "keep_checkpoints",
-        "workers",
-    ):
-        _check(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
-    _check(
-        c.weight_decay >= 0 or c.weight_decay == -1,
-        f"weight_decay must be >= 0 (or -1: the optimizer's default), got {c.weight_decay}",
-    )
-    for name in ("eval_batches", "shuffle_buffer", "cache_mb"):
-        _check(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
-    _check(c.synthetic_rows >= 100, f"synthetic_rows must be >= 100, got {c.synthetic_rows}")
-    _check(0 < c.max_lr <= 10, f"max_lr must be in (0, 10], got {c.max_lr}")
-    _check(0 <= c.dropout < 1, f"dropout must be in [0, 1), got {c.dropout}")
-    _check(0 <= c.warmup_frac < 1, f"warmup_frac must be in [0, 1), got {c.warmup_frac}")
-    _check(0 < c.final_lr_ratio <= 1, f"final_lr_ratio must be in (0, 1], got {c.final_lr_ratio}")
-    _check(0 < c.lookahead_alpha <= 1, f"lookahead_alpha must be in (0, 1], got {c.lookahead_alpha}")
-    _check(0 <= c.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
-    _check(0 <= c.mix_prob <= 1, f"mix_prob must be in [0, 1], got {c.mix_prob}")
-    _check(0 <= c.cutmix_share <= 1, f"cutmix_share must be in [0, 1], got {c.cutmix_share}")
-    _check(c.mixup_alpha <= 100 and c.cutmix_alpha <= 100, "mixup/cutmix alpha must be <= 100")
-    _check(
-        all(w >= 0 for w in c.head_weights) and sum(c.head_weights) > 0,
-        f"head_weights must be >= 0 and not all 0, got {c.head_weights}",
-    )
-    _check(c.grapheme_head_weight >= 0, f"grapheme_head_weight must be >= 0, got {c.grapheme_head_weight}")
-    _check(c.loss_scale >= 1 and c.loss_scale_growth >= 1, "loss_scale and loss_scale_growth must be >= 1")
     _check(c.weights == "" or c.arch not in ("tiny", "small"), "--weights is for EfficientNet archs only")
-    _check(c.max_failures >= -1, f"max_failures must be >= -1 (-1: no limit), got {c.max_failures}")
-    _check(c.cpus_per_worker >= 0 and c.gpus_per_worker >= 0, "cpus/gpus_per_worker must be >= 0")
     _check(
         c.workers == 1 or c.strategy in ("auto", "multiworker"),
         f"workers={c.workers} trains under the multiworker strategy, not --strategy {c.strategy}",
@@ -337,3 +304,29 @@ def from_dict(values: Mapping[str, Any]) -> TrainConfig:
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """Plain YAML-able values (tuples as lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+# The resolved values a lower layer takes instead of the raw field (`--radam`, weight decay -1).
+RESOLVED = ("optimizer_name", "effective_weight_decay")
+
+
+def options_for(cls: type[T], cfg: TrainConfig, **derived: Any) -> T:
+    """An option class of a lower layer (`StepConfig`, `InputConfig`, ...) filled from `cfg`: each field
+    takes the `TrainConfig` field (or resolved property) of its name, else a `derived` value (what the
+    device or the data decide), else the class's own default. The one projection, so no layer repeats a
+    default: a field found nowhere, a derived value for a config field or an unknown one is a TypeError.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if shadow := sorted(set(derived) & (set(FIELDS) | set(RESOLVED))):
+        raise TypeError(f"{cls.__name__}: {', '.join(shadow)} come from the TrainConfig, not derived values")
+    if unknown := sorted(set(derived) - set(fields)):
+        raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in FIELDS or name in RESOLVED:
+            values[name] = getattr(cfg, name)
+        elif name in derived:
+            values[name] = derived[name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{name} is neither a TrainConfig field nor a derived value")
+    return cls(**values)

@@ -74,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(v: Any) -> str:
+    if v == ():
+        return "empty"
     return ",".join(str(x) for x in v) if isinstance(v, tuple) else repr(v)
 
 

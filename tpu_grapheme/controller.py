@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import tensorflow as tf
 
+from tpu_grapheme import option_checks
 from tpu_grapheme.eval_actions import Action, EvalEvent, timed
 from tpu_grapheme.interrupts import GracefulStop
 from tpu_grapheme.progress import Throughput, fmt_time
@@ -43,9 +44,7 @@ class LoopOptions:
     steps_per_loop: int
 
     def __post_init__(self) -> None:
-        for name in ("steps", "checkpoint_interval", "log_interval", "steps_per_loop"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        option_checks.check_fields(self)
 
 
 class Controller:

@@ -54,7 +54,7 @@ class Evaluator:
         *,
         strategy: tf.distribute.Strategy,
         model: keras.Model,
-        head_weights: Sequence[float] = (2.0, 1.0, 1.0),
+        head_weights: Sequence[float],
         seen_combinations: np.ndarray | None = None,
     ) -> None:
         """`seen_combinations`: bool [168, 11, 7] of the training split (None: every image counts as seen)."""

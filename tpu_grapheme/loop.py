@@ -19,7 +19,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from tpu_grapheme import eval_actions
-from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.config_io import to_yaml
 from tpu_grapheme.controller import Controller, LoopOptions
 from tpu_grapheme.data.inputs import class_counts, combination_rows
@@ -150,12 +150,7 @@ class _Run:
             checkpoints=self.manager,
             best_metric=p.best_metric,
             actions=[a for a in actions if a is not None],
-            options=LoopOptions(
-                steps=cfg.steps,
-                checkpoint_interval=cfg.checkpoint_interval,
-                log_interval=cfg.log_interval,
-                steps_per_loop=cfg.steps_per_loop,
-            ),
+            options=options_for(LoopOptions, cfg),
             global_batch=task.inputs.global_batch,
             train_images=task.inputs.n_train,
             stop=self.stop,

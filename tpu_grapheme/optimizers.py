@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from tpu_grapheme import option_checks
+
 ADAM_EPSILON = 1e-6  # the seed's AdamW epsilon; used for every Adam-family optimizer here
 NO_DECAY_NAMES = ("bias", "gamma", "beta")  # biases and normalisation scale/offset: never decayed
-OPTIMIZER_NAMES = ("adamw", "radam", "ranger", "adam", "sgd")
-WEIGHT_DECAY_RULES = ("tfa", "keras")
 SGD_MOMENTUM = 0.9
 
 
@@ -276,45 +275,20 @@ def _tf_variable(v):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimizerOptions:
-    """What `build_optimizer` needs. `weight_decay` is already resolved (>= 0; 0 disables decay)."""
+    """What `build_optimizer` needs: `TrainConfig`'s fields and resolved properties of these names
+    (`config.options_for` fills them; no defaults here): the optimizer with `--radam` resolved, the
+    weight decay with -1 resolved (>= 0; 0 disables decay)."""
 
-    name: str = "adamw"
-    weight_decay: float = 0.0
-    weight_decay_rule: str = "tfa"
-    lookahead_sync: int = 6
-    lookahead_alpha: float = 0.5
+    optimizer_name: str
+    effective_weight_decay: float
+    weight_decay_rule: str
+    lookahead_sync: int
+    lookahead_alpha: float
     gradient_accumulation_steps: int | None = None  # Keras-side accumulation (benchmarks only)
 
     def __post_init__(self) -> None:
-        if self.name not in OPTIMIZER_NAMES:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {self.name!r}")
-        if self.weight_decay_rule not in WEIGHT_DECAY_RULES:
-            raise ValueError(
-                f"weight_decay_rule must be one of {', '.join(WEIGHT_DECAY_RULES)}, "
-                f"got {self.weight_decay_rule!r}"
-            )
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0 (resolve -1 before), got {self.weight_decay}")
-        if self.weight_decay_rule == "tfa" and self.weight_decay >= 1:
-            raise ValueError(
-                f"the tfa rule needs weight_decay < 1 (var -= wd * var), got {self.weight_decay}"
-            )
-        if int(self.lookahead_sync) < 1 or not 0 < self.lookahead_alpha <= 1:
-            raise ValueError(
-                f"need lookahead_sync >= 1 and 0 < lookahead_alpha <= 1, "
-                f"got {self.lookahead_sync}, {self.lookahead_alpha}"
-            )
-
-    @classmethod
-    def from_train_config(cls, cfg: Any) -> OptimizerOptions:
-        """The optimizer fields of a `TrainConfig` (duck-typed), with `--radam` and -1 resolved."""
-        return cls(
-            name=cfg.optimizer_name,
-            weight_decay=cfg.effective_weight_decay,
-            weight_decay_rule=cfg.weight_decay_rule,
-            lookahead_sync=cfg.lookahead_sync,
-            lookahead_alpha=cfg.lookahead_alpha,
-        )
+        option_checks.check_fields(self)
+        option_checks.check_decay_rule(self.weight_decay_rule, self.effective_weight_decay)
 
 
 def build_optimizer(options: OptimizerOptions, schedule) -> keras.optimizers.Optimizer:
@@ -323,24 +297,24 @@ def build_optimizer(options: OptimizerOptions, schedule) -> keras.optimizers.Opt
     Weight decay per `options.weight_decay_rule` (see the module docstring); 0 builds no decay at all.
     Call inside the strategy scope.
     """
-    o = options
-    wd = o.weight_decay if o.weight_decay > 0 and o.name != "adam" else None
+    o, name = options, options.optimizer_name
+    wd = o.effective_weight_decay if o.effective_weight_decay > 0 and name != "adam" else None
     tfa = o.weight_decay_rule == "tfa"
     common = {"learning_rate": schedule, "gradient_accumulation_steps": o.gradient_accumulation_steps}
-    if o.name == "adam":
+    if name == "adam":
         opt = keras.optimizers.Adam(epsilon=ADAM_EPSILON, **common)
-    elif o.name == "adamw" and tfa:
+    elif name == "adamw" and tfa:
         opt = TfaAdamW(epsilon=ADAM_EPSILON, weight_decay=wd, **common)
-    elif o.name == "adamw":  # Keras AdamW insists on a float decay
+    elif name == "adamw":  # Keras AdamW insists on a float decay
         opt = keras.optimizers.AdamW(epsilon=ADAM_EPSILON, weight_decay=wd or 0.0, **common)
-    elif o.name == "sgd":
+    elif name == "sgd":
         opt = (TfaSGDW if tfa else keras.optimizers.SGD)(
             momentum=SGD_MOMENTUM, nesterov=True, weight_decay=wd, **common
         )
     else:  # radam, ranger
         opt = (TfaRAdam if tfa else RAdam)(epsilon=ADAM_EPSILON, weight_decay=wd, **common)
-    if not tfa and (wd is not None or o.name == "adamw"):
+    if not tfa and (wd is not None or name == "adamw"):
         opt.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
-    if o.name == "ranger":
+    if name == "ranger":
         opt = Lookahead(opt, sync_period=o.lookahead_sync, slow_step_size=o.lookahead_alpha)
     return opt

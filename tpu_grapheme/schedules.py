@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import keras
 import tensorflow as tf
 
+from tpu_grapheme import option_checks
+
 WARMUP_START_LR = 1e-6  # the seed warms up linearly from 1e-6
 ONECYCLE_DIV = 25.0  # one-cycle starts at max_lr / 25 (Smith; PyTorch's OneCycleLR default)
-SCHEDULE_KINDS = ("cosine", "onecycle", "constant")
 
 
 def warmup_steps_for(steps: int, warmup_frac: float) -> int:
@@ -26,36 +26,17 @@ def warmup_steps_for(steps: int, warmup_frac: float) -> int:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ScheduleOptions:
-    """What `build_schedule` needs: the kind, the peak rate and the run length in optimizer steps."""
+    """What `build_schedule` needs: the kind, the peak rate and the run length in optimizer steps;
+    `TrainConfig`'s fields of these names (`config.options_for` fills them; no defaults here)."""
 
-    kind: str = "cosine"
+    schedule: str
     max_lr: float
     steps: int
-    warmup_frac: float = 0.2
-    final_lr_ratio: float = 1e-4
+    warmup_frac: float
+    final_lr_ratio: float
 
     def __post_init__(self) -> None:
-        if self.kind not in SCHEDULE_KINDS:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_KINDS)}, got {self.kind!r}")
-        if not self.max_lr > 0:
-            raise ValueError(f"max_lr must be > 0, got {self.max_lr}")
-        if int(self.steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0 <= self.warmup_frac <= 1:
-            raise ValueError(f"warmup_frac must be in [0, 1], got {self.warmup_frac}")
-        if not 0 <= self.final_lr_ratio <= 1:
-            raise ValueError(f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
-
-    @classmethod
-    def from_train_config(cls, cfg: Any) -> ScheduleOptions:
-        """The schedule fields of a `TrainConfig` (duck-typed: no import of the config layer)."""
-        return cls(
-            kind=cfg.schedule,
-            max_lr=cfg.max_lr,
-            steps=cfg.steps,
-            warmup_frac=cfg.warmup_frac,
-            final_lr_ratio=cfg.final_lr_ratio,
-        )
+        option_checks.check_fields(self)
 
 
 @keras.saving.register_keras_serializable(package="tpu_grapheme")
@@ -132,9 +113,9 @@ def build_schedule(options: ScheduleOptions) -> keras.optimizers.schedules.Learn
     """
     o = options
     warmup_steps = warmup_steps_for(o.steps, o.warmup_frac)
-    if o.kind == "constant":
+    if o.schedule == "constant":
         return Constant(o.max_lr)
-    if o.kind == "onecycle":
+    if o.schedule == "onecycle":
         start = o.max_lr / ONECYCLE_DIV
         return WarmupCosine(
             max_lr=o.max_lr,

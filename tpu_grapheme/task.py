@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_grapheme import distribute, optimizers, schedules
-from tpu_grapheme.config import TrainConfig
+from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.data.inputs import InputConfig, RunInputs, combination_counts
-from tpu_grapheme.data.schema import HEAD_NAMES
+from tpu_grapheme.data.schema import HEAD_NAMES, HEAD_WEIGHTS
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.model import build_model, grapheme_classes
 from tpu_grapheme.run_dir import RunDir
@@ -97,7 +97,7 @@ class Task:
     @functools.cached_property
     def inputs(self) -> RunInputs:
         train, valid = self.patterns
-        config = InputConfig.from_train_config(self.cfg, train_pattern=train, valid_pattern=valid)
+        config = options_for(InputConfig, self.cfg, train_pattern=train, valid_pattern=valid)
         return RunInputs(strategy=self.strategy, config=config)
 
     @functools.cached_property
@@ -113,6 +113,11 @@ class Task:
     def head_names(self) -> tuple[str, ...]:
         return HEAD_NAMES
 
+    @property
+    def head_weights(self) -> tuple[float, ...]:
+        """Loss weight per head: the config's, or (empty) the heads' metric weights."""
+        return self.cfg.head_weights or HEAD_WEIGHTS
+
     # --- model and training -------------------------------------------------------------------------
     def build_model(self) -> keras.Model:
         with self.strategy.scope():
@@ -124,14 +129,15 @@ class Task:
         cfg = self.cfg
         with self.strategy.scope():
             return optimizers.build_optimizer(
-                optimizers.OptimizerOptions.from_train_config(cfg),
-                schedules.build_schedule(schedules.ScheduleOptions.from_train_config(cfg)),
+                options_for(optimizers.OptimizerOptions, cfg),
+                schedules.build_schedule(options_for(schedules.ScheduleOptions, cfg)),
             )
 
     def step_config(self) -> StepConfig:
-        return StepConfig.from_train_config(
-            self.cfg,
-            jit_compile=self.jit,
+        return options_for(
+            StepConfig,
+            self.cfg.replace(head_weights=self.head_weights),
+            jit=self.jit,
             dynamic_loss_scale=self.precision == "float16",
             grapheme_classes=self.grapheme_classes,
         )
@@ -146,7 +152,7 @@ class Task:
         return Evaluator(
             strategy=self.strategy,
             model=model,
-            head_weights=self.cfg.head_weights,
+            head_weights=self.head_weights,
             seen_combinations=self.combinations > 0,
         )
 

@@ -8,7 +8,7 @@ the distributed iterator, so the host is out of the loop on TPU. Per optimizer s
     tensors (replica-local; no communication)  ->  one all-reduce inside `apply_gradients`.
 
 The per-replica compute (augment, forward, backward, accumulate) is one function that can be
-XLA-compiled (`jit_compile`); the apply runs outside it, because the cross-replica merge inside
+XLA-compiled (`jit`); the apply runs outside it, because the cross-replica merge inside
 `apply_gradients` does not compile under MirroredStrategy. When it is not compiled (the CPU
 default), `jit_augment` compiles MixUp/CutMix on their own; off by default, since on a CPU it
 showed no consistent gain (benchmarks/README.md, `aug_jit_vs_nojit`). With
@@ -26,62 +26,41 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpu_grapheme import augment, distribute, losses
+from tpu_grapheme import augment, distribute, losses, option_checks
+from tpu_grapheme.data.inputs import global_batch_size
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StepConfig:
-    """What the step needs to know; built from `TrainConfig` by the loop (or directly in tests)."""
+    """What the step needs to know: `TrainConfig`'s fields of these names (`config.options_for` fills
+    them; no defaults here, `TrainConfig` has them) and what the device and data decide (`jit`, loss
+    scaling, the grapheme head's classes)."""
 
-    per_replica_batch: int
-    grad_accum: int = 1
-    head_weights: tuple[float, float, float] = (2.0, 1.0, 1.0)
-    mixup_alpha: float = -1.0
-    cutmix_alpha: float = -1.0
-    mix_prob: float = 1.0
-    cutmix_share: float = 0.5
-    label_smoothing: float = 0.0
-    fold_lambda: bool = True
-    seed: int = 0
-    jit_compile: bool = False
-    jit_augment: bool = False  # XLA for MixUp/CutMix alone when jit_compile is off (see __init__)
-    dynamic_loss_scale: bool = False
-    initial_loss_scale: float = 2.0**15
-    loss_scale_growth: int = 2000
+    batch_size: int  # per replica, per micro-batch
+    grad_accum: int
+    head_weights: tuple[float, ...]  # loss weight per component head, resolved (never empty)
+    mixup_alpha: float
+    cutmix_alpha: float
+    mix_prob: float
+    cutmix_share: float
+    label_smoothing: float
+    fold_lambda: bool
+    seed: int
+    jit: bool  # XLA for the per-replica compute (`distribute.resolve_jit` of `jit_compile`)
+    jit_augment: bool  # XLA for MixUp/CutMix alone when `jit` is off (see `TrainStep.__init__`)
+    dynamic_loss_scale: bool  # float16: scale the loss, skip steps whose gradients overflow
+    loss_scale: float  # the initial dynamic loss scale
+    loss_scale_growth: int
     # Whole-grapheme head: its classes (combination ids, as `model.GraphemeHead`), empty: no such head.
-    grapheme_classes: tuple[int, ...] = ()
-    grapheme_weight: float = 1.0
+    grapheme_classes: tuple[int, ...]
+    grapheme_head_weight: float
 
     def __post_init__(self) -> None:
-        if self.per_replica_batch < 1 or self.grad_accum < 1:
-            raise ValueError("per_replica_batch and grad_accum must be >= 1")
-
-    @classmethod
-    def from_train_config(
-        cls, cfg, *, jit_compile: bool, dynamic_loss_scale: bool, grapheme_classes: tuple[int, ...] = ()
-    ) -> StepConfig:
-        """The step's share of a `TrainConfig` (plus what the device decides: XLA, loss scaling, and the
-        data: the grapheme head's classes, which come from the training split)."""
-        return cls(
-            grapheme_classes=tuple(grapheme_classes),  # the loop passes them only with --grapheme-head
-            grapheme_weight=cfg.grapheme_head_weight,
-            per_replica_batch=cfg.batch_size,
-            grad_accum=cfg.grad_accum,
-            head_weights=cfg.head_weights,
-            mixup_alpha=cfg.mixup_alpha,
-            cutmix_alpha=cfg.cutmix_alpha,
-            mix_prob=cfg.mix_prob,
-            cutmix_share=cfg.cutmix_share,
-            label_smoothing=cfg.label_smoothing,
-            fold_lambda=cfg.fold_lambda,
-            seed=cfg.seed,
-            jit_compile=jit_compile,
-            jit_augment=cfg.jit_augment,
-            dynamic_loss_scale=dynamic_loss_scale,
-            initial_loss_scale=cfg.loss_scale,
-            loss_scale_growth=cfg.loss_scale_growth,
-        )
+        option_checks.check_fields(self)
+        if len(self.head_weights) != len(NUM_CLASSES):
+            raise UserError(f"head_weights needs {len(NUM_CLASSES)} values, got {self.head_weights}")
 
     @property
     def augments(self) -> bool:
@@ -95,7 +74,7 @@ class StepConfig:
     @property
     def loss_weights(self) -> tuple[float, ...]:
         """Loss weight per head, in `num_classes` order."""
-        return tuple(self.head_weights) + ((self.grapheme_weight,) if self.grapheme_classes else ())
+        return tuple(self.head_weights) + ((self.grapheme_head_weight,) if self.grapheme_classes else ())
 
 
 def grapheme_lookup(classes: tuple[int, ...]) -> tf.Tensor:
@@ -132,13 +111,13 @@ class TrainStep:
         self.optimizer = optimizer
         self.config = config
         self.replicas = strategy.num_replicas_in_sync
-        self.global_batch = config.per_replica_batch * self.replicas * config.grad_accum
+        self.global_batch = global_batch_size(config.batch_size, self.replicas, config.grad_accum)
         self._grapheme_lookup = grapheme_lookup(config.grapheme_classes) if config.grapheme_classes else None
         with strategy.scope():
             optimizer.build(model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.loss_scale = tf.Variable(
-                config.initial_loss_scale if config.dynamic_loss_scale else 1.0,
+                config.loss_scale if config.dynamic_loss_scale else 1.0,
                 dtype=tf.float32,
                 trainable=False,
                 name="loss_scale",
@@ -153,7 +132,7 @@ class TrainStep:
         # Plain TF ops with no Python control flow on tensors: keep AutoGraph out (its conversion
         # cache has been seen to mix up the augmentation kernels' nested functions).
         compute = tf.autograph.experimental.do_not_convert(self._accumulate_grads)
-        self._compute = tf.function(compute, jit_compile=True) if config.jit_compile else compute
+        self._compute = tf.function(compute, jit_compile=True) if config.jit else compute
         # jit_augment: MixUp/CutMix as an XLA kernel of their own when the per-replica compute is not
         # compiled (the CPU default, where XLA slows the model). Inside a compiled compute they belong
         # to its cluster already, so no nested jit scope there. Off by default: on a CPU XLA's fixed
@@ -161,7 +140,7 @@ class TrainStep:
         # `aug_jit_vs_nojit`). Compiled kernels draw the same random numbers as
         # the fully compiled step (XLA's RNG differs from TF's), so with it a CPU run mixes like a TPU's.
         mix = tf.autograph.experimental.do_not_convert(self._mix)
-        separate = config.augments and config.jit_augment and not config.jit_compile
+        separate = config.augments and config.jit_augment and not config.jit
         self._augment = tf.function(mix, jit_compile=True, autograph=False) if separate else mix
         self.train_loop = tf.function(self._train_loop)
 

@@ -53,8 +53,12 @@ def test_zero_training_or_validation_images_are_refused(tmp_path, kaggle_dir):
     import pytest
     import tensorflow as tf
 
+    from tpu_grapheme.config import TrainConfig, options_for
     from tpu_grapheme.data.inputs import InputConfig, RunInputs
     from tpu_grapheme.errors import UserError
+
+    def config(t: str, v: str) -> InputConfig:
+        return options_for(InputConfig, TrainConfig(batch_size=4), train_pattern=t, valid_pattern=v)
 
     train, valid = _one_shard_dirs(tmp_path, kaggle_dir)
     (tmp_path / "empty").mkdir()
@@ -66,10 +70,8 @@ def test_zero_training_or_validation_images_are_refused(tmp_path, kaggle_dir):
         (train, empty, "no validation images"),
     ):
         with pytest.raises(UserError, match=message):
-            RunInputs(strategy=strategy, config=InputConfig(train_pattern=t, valid_pattern=v, batch_size=4))
-    inputs = RunInputs(
-        strategy=strategy, config=InputConfig(train_pattern=train, valid_pattern=valid, batch_size=4)
-    )
+            RunInputs(strategy=strategy, config=config(t, v))
+    inputs = RunInputs(strategy=strategy, config=config(train, valid))
     assert (inputs.n_train, inputs.n_valid) == (20, 4)
 
 

@@ -7,8 +7,11 @@ import textwrap
 import optuna.distributions as od
 import pytest
 
-from tpu_grapheme.config import TrainConfig
+from tests.step_options import every_option_class
+from tpu_grapheme.config import TrainConfig, from_dict
+from tpu_grapheme.config_io import load_yaml
 from tpu_grapheme.errors import UserError
+from tune.results import TrialSummary, write_best_yaml
 from tune.space import trial_config
 from tune.space_yaml import load_space, shipped_spaces
 
@@ -42,6 +45,20 @@ def test_shipped_spaces_load_and_build_optuna_distributions():
         dists = space.optuna_space()
         assert dists and all(isinstance(d, od.BaseDistribution) for d in dists.values())
         assert space.scheduler.name == "asha" and space.scheduler.grace_period < space.max_t
+
+
+def test_every_shipped_space_value_projects_and_round_trips_through_best_yaml(tmp_path):
+    """Both ends of every range and every choice of tune/spaces/: a TrainConfig that every lower layer's
+    options project from, and that `best.yaml` gives back unchanged (what `train --config best.yaml` reads)."""
+    for name in shipped_spaces():
+        space = load_space(name)
+        for param in space.params.values():
+            for _, value in param.probes():
+                cfg = trial_config(space.fixed, {param.name: value})
+                assert len(every_option_class(cfg)) == 4, (name, param.name, value)
+                best = TrialSummary("t", {param.name: value}, [1], [0.5], "TERMINATED", 1)
+                path = write_best_yaml(best, space.fixed, str(tmp_path / "best.yaml"))
+                assert from_dict(load_yaml(path)) == cfg, (name, param.name, value)
 
 
 def test_good_space_parses_into_fixed_values_params_and_settings(tmp_path):

@@ -11,11 +11,11 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from tpu_grapheme import option_checks
 from tpu_grapheme.data import pipeline, shards
 from tpu_grapheme.data.manifest import read_manifest
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
@@ -24,37 +24,32 @@ from tpu_grapheme.errors import UserError
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class InputConfig:
-    """What the input side needs of a `TrainConfig`, plus the resolved shard patterns."""
+    """What the input side needs: `TrainConfig`'s fields of these names (`config.options_for` fills
+    them; no defaults here) and the resolved shard patterns."""
 
     train_pattern: str
     valid_pattern: str
     batch_size: int  # per replica, per micro-batch
-    grad_accum: int = 1
-    resize: tuple[int, int] = (56, 96)
-    resize_method: str = "auto"
-    seed: int = 0
-    shuffle_buffer: int = 4096
-    cache_mb: int = 0
-    eval_batches: int = 0  # 0: the whole validation split
-    skip_corrupt: bool = False  # skip (and count) corrupt records instead of stopping
-    deterministic: bool = False  # training pipeline in a fixed order (same command, same batches)
+    grad_accum: int
+    resize: tuple[int, int]
+    resize_method: str
+    seed: int
+    shuffle_buffer: int
+    cache_mb: int
+    eval_batches: int  # 0: the whole validation split
+    skip_corrupt: bool  # skip (and count) corrupt records instead of stopping
+    deterministic: bool  # training pipeline in a fixed order (same command, same batches)
 
-    @classmethod
-    def from_train_config(cls, cfg: Any, *, train_pattern: str, valid_pattern: str) -> InputConfig:
-        return cls(
-            train_pattern=train_pattern,
-            valid_pattern=valid_pattern,
-            batch_size=cfg.batch_size,
-            grad_accum=cfg.grad_accum,
-            resize=cfg.resize,
-            resize_method=cfg.resize_method,
-            seed=cfg.seed,
-            shuffle_buffer=cfg.shuffle_buffer,
-            cache_mb=cfg.cache_mb,
-            eval_batches=cfg.eval_batches,
-            skip_corrupt=cfg.skip_corrupt,
-            deterministic=cfg.deterministic,
-        )
+    def __post_init__(self) -> None:
+        option_checks.check_fields(self)
+
+
+def global_batch_size(batch_size: int, replicas: int, grad_accum: int = 1) -> int:
+    """Images per optimizer step over all replicas: per-replica micro-batch x replicas x micro-batches.
+
+    The one formula: the inputs batch by it, the step divides the loss by it (grad_accum 1: evaluation).
+    """
+    return int(batch_size) * int(replicas) * int(grad_accum)
 
 
 class RunInputs:
@@ -66,8 +61,8 @@ class RunInputs:
         self.n_valid = shards.count_records(config.valid_pattern, skip_corrupt=config.skip_corrupt)
         self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False) if config.skip_corrupt else None
         replicas = strategy.num_replicas_in_sync
-        self.global_batch = config.batch_size * replicas * config.grad_accum
-        self.eval_global_batch = config.batch_size * replicas
+        self.global_batch = global_batch_size(config.batch_size, replicas, config.grad_accum)
+        self.eval_global_batch = global_batch_size(config.batch_size, replicas)
         if self.n_train < self.global_batch:
             raise UserError(
                 f"{config.train_pattern}: {self.n_train} training images, fewer than one global batch "
@@ -129,7 +124,9 @@ class RunInputs:
         """One input pipeline's training batches (`ctx` None: the whole global batch in one pipeline)."""
         c, k = self.config, self.config.grad_accum
         seed = c.seed if start_step == 0 else c.seed + 1_000_003 * start_step
-        per_replica = c.batch_size if ctx else c.batch_size * self.strategy.num_replicas_in_sync
+        per_replica = (
+            c.batch_size if ctx else global_batch_size(c.batch_size, self.strategy.num_replicas_in_sync)
+        )
         ds = pipeline.build_dataset(
             c.train_pattern,
             batch_size=per_replica * k,

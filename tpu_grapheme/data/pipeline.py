@@ -17,8 +17,9 @@ import math
 
 import tensorflow as tf
 
+from tpu_grapheme import option_checks
 from tpu_grapheme.data import shards, tfrecord
-from tpu_grapheme.data.schema import HEIGHT, RESIZE_METHODS, WIDTH
+from tpu_grapheme.data.schema import HEIGHT, WIDTH
 from tpu_grapheme.errors import UserError
 
 # Mean / std of the inverted images scaled to [0, 1] (the seed's constants; shared with inference).
@@ -48,8 +49,7 @@ def resize_method_for(resize: tuple[int, int], method: str = "auto") -> tuple[st
     antialiased bicubic when one side grows and the other shrinks. A named method is used as the seed
     used it: `tf.image.resize(method)`, no antialiasing.
     """
-    if method not in RESIZE_METHODS:
-        raise UserError(f"resize method {method!r} is not one of {', '.join(RESIZE_METHODS)}")
+    option_checks.check("resize_method", method)
     if method != "auto":
         return method, False
     h, w = int(resize[0]), int(resize[1])

@@ -17,8 +17,5 @@ HEAD_NAMES = tuple(name for name, _ in HEADS)
 NUM_CLASSES = tuple(n for _, n in HEADS)
 HEAD_WEIGHTS = (2.0, 1.0, 1.0)  # hierarchical macro recall: root counts twice
 
-# How images reach the model's input size (see `pipeline.resize_method_for`).
-RESIZE_METHODS = ("auto", "bicubic", "bilinear", "area", "nearest")
-
 TRAIN_CSV_COLUMNS = ("image_id", *HEAD_NAMES, "grapheme")
 CLASS_MAP_COLUMNS = ("component_type", "label", "component")

@@ -31,7 +31,7 @@ class Member:
     resize: tuple[int, int]
     class_counts: dict[str, list[int]] | None
     head_order: tuple[int, ...]  # model output index for each of HEAD_NAMES
-    resize_method: str = "auto"  # the training pipeline's (model_meta.json)
+    resize_method: str  # the training pipeline's (model_meta.json)
     grapheme_index: int | None = None  # model output index of a whole-grapheme head, if it has one
     grapheme_classes: tuple[int, ...] = ()  # that head's combination ids (`model.GraphemeHead`)
     seen_graphemes: tuple[int, ...] | None = None  # training combination ids (model_meta.json or head)
