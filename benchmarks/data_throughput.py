@@ -20,8 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from tpu_grapheme import prepare
-from tpu_grapheme.data import kaggle, pipeline, tfrecord
+from tpu_grapheme.data import kaggle, pipeline, prepare, tfrecord
 from tpu_grapheme.data.schema import HEIGHT, NUM_CLASSES, PIXEL_COLUMNS, WIDTH
 
 

@@ -92,8 +92,8 @@ def _train_keras(args, train_csv: str, pattern: str, run_dir: str) -> None:
 def _train_loop(args, train_csv: str, valid_csv: str, pattern: str, work: str) -> str:
     """The project's training loop on TFRecords written by `prepare`; returns the run dir."""
     from tpu_grapheme.config import TrainConfig
+    from tpu_grapheme.data.prepare import prepare
     from tpu_grapheme.loop import run_training
-    from tpu_grapheme.prepare import prepare
 
     rec = {}
     for name, csv in (("train", train_csv), ("valid", valid_csv)):
@@ -147,8 +147,8 @@ def main(argv=None) -> int:
     trainer = args.trainer
     if trainer == "auto":
         try:
+            import tpu_grapheme.data.prepare  # noqa: F401
             import tpu_grapheme.loop  # noqa: F401
-            import tpu_grapheme.prepare  # noqa: F401
 
             trainer = "loop"
         except ImportError:

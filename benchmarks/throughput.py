@@ -40,9 +40,9 @@ import seed_style  # noqa: E402
 from tpu_grapheme import distribute, optimizers, schedules  # noqa: E402
 from tpu_grapheme.config import TrainConfig  # noqa: E402
 from tpu_grapheme.data import inputs, pipeline, shards  # noqa: E402
+from tpu_grapheme.data.synthetic_default import data_patterns  # noqa: E402
 from tpu_grapheme.errors import UserError, cli_main  # noqa: E402
 from tpu_grapheme.model import build_model, model_flops  # noqa: E402
-from tpu_grapheme.synthetic_default import data_patterns  # noqa: E402
 from tpu_grapheme.train_step import StepConfig, TrainStep  # noqa: E402
 
 TARGETS = {  # ratio name -> (comparison, bound)

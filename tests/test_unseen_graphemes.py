@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import recall_score
 
-from tpu_grapheme import graphemes
+from tpu_grapheme.data import graphemes
 from tpu_grapheme.data.schema import NUM_CLASSES
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.model import GRAPHEME, build_model
@@ -73,6 +73,14 @@ def test_marginals_of_the_grapheme_head_by_hand():
     mixed = graphemes.mix_heads(components, probs, classes, 0.25)
     assert mixed[0][0, 5] == pytest.approx(0.75 / 168 + 0.25 * 0.8)
     assert all(p.sum(axis=1) == pytest.approx([1.0, 1.0]) for p in mixed)
+
+
+def test_one_combination_formula_in_numpy_and_tf():
+    labels = np.array([[0, 0, 0], [167, 10, 6], [5, 1, 0], [9, 0, 3]])
+    by_hand = [r * 77 + v * 7 + c for r, v, c in labels]
+    assert graphemes.combination_ids(labels).tolist() == by_hand
+    assert graphemes.combination_index(tf.constant(labels)).numpy().tolist() == by_hand
+    assert graphemes.combination_index(tf.constant([[-1, -1, -1]])).numpy().tolist() == [0]  # padding
 
 
 def test_grapheme_targets_from_the_triple_in_graph():

@@ -22,16 +22,11 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_grapheme import distribute, losses, metrics
+from tpu_grapheme.data.graphemes import combination_index
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.metric_names import GROUP_SUFFIXES
 
 GROUPS = GROUP_SUFFIXES  # metric-name suffixes: all images, seen graphemes, unseen graphemes
-
-
-def combination_index(labels: tf.Tensor) -> tf.Tensor:
-    """int32 [B]: (root * 11 + vowel) * 7 + consonant of labels [B, >=3]; padding (-1) maps to 0."""
-    safe = tf.maximum(tf.cast(labels[:, :3], tf.int32), 0)
-    return (safe[:, 0] * NUM_CLASSES[1] + safe[:, 1]) * NUM_CLASSES[2] + safe[:, 2]
 
 
 def grouped_recall(cms: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:

@@ -33,13 +33,13 @@ from tpu_grapheme.data.inputs import (
     combination_rows,
 )
 from tpu_grapheme.data.schema import HEAD_NAMES
+from tpu_grapheme.data.synthetic_default import data_patterns
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.interrupts import GracefulStop
 from tpu_grapheme.model import build_model, grapheme_classes
 from tpu_grapheme.progress import Throughput, fmt_time
 from tpu_grapheme.run_dir import BEST_MODEL, FINAL_MODEL, RunDir
-from tpu_grapheme.synthetic_default import data_patterns
 from tpu_grapheme.train_step import StepConfig, TrainStep
 
 # Consecutive overflowing float16 steps at loss scale 1 after which a run counts as diverged.

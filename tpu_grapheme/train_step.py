@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_grapheme import augment, distribute, losses
+from tpu_grapheme.data.graphemes import combination_index
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 
 
@@ -112,8 +113,7 @@ def grapheme_lookup(classes: tuple[int, ...]) -> tf.Tensor:
 def with_grapheme_labels(labels: tf.Tensor, lookup: tf.Tensor) -> tf.Tensor:
     """labels [B, 3] -> [B, 4]: the grapheme head's class index appended (static shapes, in-graph)."""
     labels = tf.cast(labels, tf.int32)
-    index = (labels[:, 0] * NUM_CLASSES[1] + labels[:, 1]) * NUM_CLASSES[2] + labels[:, 2]
-    return tf.concat([labels, tf.gather(lookup, index)[:, None]], axis=1)
+    return tf.concat([labels, tf.gather(lookup, combination_index(labels))[:, None]], axis=1)
 
 
 class TrainStep:

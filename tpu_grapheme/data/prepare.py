@@ -1,6 +1,6 @@
 """Split CSV + Kaggle image parquets -> shuffled, sharded TFRecords with a manifest.json.
 
-`python -m tpu_grapheme.prepare SPLIT.csv OUT_DIR [--parquet-pattern GLOB] [--shard-mb 100]`.
+`python -m tpu_grapheme.data.prepare SPLIT.csv OUT_DIR [--parquet-pattern GLOB] [--shard-mb 100]`.
 Two passes keep memory bounded while still shuffling globally: rows get a seeded random position,
 pass 1 streams parquet batches and appends each encoded record to a local spill file of its shard,
 pass 2 loads one spill (one shard, ~shard-mb) at a time, orders it by position and writes the final
@@ -173,7 +173,7 @@ def _check_written(path: str, records: list[bytes]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tpu_grapheme.prepare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tpu_grapheme.data.prepare", description=__doc__.splitlines()[0])
     p.add_argument("split_csv", help="train.csv or a train_split_i.csv / valid_split_i.csv")
     p.add_argument("out_dir", help="output directory (local or gs://)")
     p.add_argument(

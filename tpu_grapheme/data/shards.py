@@ -176,7 +176,7 @@ def recreate_hint(shard: str) -> str:
     m = read_manifest(d)
     if m and m.get("source_csv"):
         return (
-            f"re-create it with `python -m tpu_grapheme.prepare {m['source_csv']} {d} "
+            f"re-create it with `python -m tpu_grapheme.data.prepare {m['source_csv']} {d} "
             f"--parquet-pattern '{m.get('parquet_pattern', '')}' --shuffle-seed {m.get('shuffle_seed', 0)} "
             f"--image-format {m.get('image_format', tfrecord.RAW)} --overwrite`"
         )

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from tpu_grapheme.data.graphemes import mix_heads, seen_ids
 from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, WIDTH
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.graphemes import mix_heads, seen_ids
 from tpu_grapheme.run_dir import BEST_MODEL, CHECKPOINTS, CONFIG, META, RunDir
 
 GRAPHEME = "grapheme"  # the optional whole-grapheme output (`model.GRAPHEME`; no Keras import here)

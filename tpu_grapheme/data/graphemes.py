@@ -1,6 +1,8 @@
-"""Whole graphemes: combination ids, seen/unseen masks, and the grapheme head's marginals (NumPy only).
+"""Whole graphemes: combination ids (NumPy and TF), seen/unseen masks, the grapheme head's marginals.
 
-A grapheme combination (root, vowel, consonant) has the id root * 77 + vowel * 7 + consonant. The
+A grapheme combination (root, vowel, consonant) has the id root * 77 + vowel * 7 + consonant, written
+once for NumPy (`combination_ids`) and once for TF graphs (`combination_index`, the step's and the
+evaluator's), side by side so they cannot drift apart. The
 whole-grapheme head (`model.GraphemeHead`) predicts over the combinations seen in training; summing its
 probabilities over every combination with a given root (vowel, consonant) gives that component's
 probability, which inference can average with the component heads (the 2nd-place solution's mix).
@@ -11,14 +13,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from tpu_grapheme.data.schema import NUM_CLASSES
 
 
-def combination_ids(labels: np.ndarray) -> np.ndarray:
-    """int64 id per row of labels [n, 3] (root, vowel, consonant): root * 77 + vowel * 7 + consonant."""
+def combination_ids(labels: np.ndarray, num_classes: Sequence[int] = NUM_CLASSES) -> np.ndarray:
+    """int64 id per row of labels [n, heads]: the mixed-radix number of the labels over `num_classes`
+    (root * 77 + vowel * 7 + consonant for the Bengali heads)."""
     labels = np.asarray(labels, np.int64)
-    return (labels[:, 0] * NUM_CLASSES[1] + labels[:, 1]) * NUM_CLASSES[2] + labels[:, 2]
+    ids = np.zeros(labels.shape[:1], np.int64)
+    for h, n in enumerate(num_classes):
+        ids = ids * int(n) + labels[:, h]
+    return ids
+
+
+def combination_index(labels: tf.Tensor, num_classes: Sequence[int] = NUM_CLASSES) -> tf.Tensor:
+    """int32 [B] of labels [B, >=heads]: `combination_ids` in a TF graph; padding (-1) maps to 0."""
+    safe = tf.maximum(tf.cast(labels, tf.int32), 0)
+    ids = tf.zeros_like(safe[:, 0])
+    for h, n in enumerate(num_classes):
+        ids = ids * int(n) + safe[:, h]
+    return ids
 
 
 def components(ids: Sequence[int]) -> np.ndarray:
