@@ -32,7 +32,6 @@ from tpu_grapheme.data.inputs import (
     combination_counts,
     combination_rows,
 )
-from tpu_grapheme.data.schema import HEAD_NAMES
 from tpu_grapheme.data.synthetic_default import data_patterns
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.evaluator import Evaluator
@@ -82,12 +81,13 @@ class _Controller:
             strategy=self.strategy,
             config=InputConfig.from_train_config(cfg, train_pattern=train, valid_pattern=valid),
         )
+        self.layout = self.inputs.layout  # the label heads the shards declare
         self.run_dir = RunDir(cfg.run_dir)
         if self.chief:
             self.run_dir.create()
         # Training graphemes: which validation images are unseen, and the grapheme head's classes.
-        self.combinations = combination_counts(train, skip_corrupt=cfg.skip_corrupt)
-        head_classes = grapheme_classes(self.combinations) if cfg.grapheme_head else ()
+        self.combinations = combination_counts(train, layout=self.layout, skip_corrupt=cfg.skip_corrupt)
+        head_classes = grapheme_classes(self.combinations, self.layout) if cfg.grapheme_head else ()
         with self.strategy.scope():
             self.model = build_model(
                 arch=cfg.arch,
@@ -97,6 +97,7 @@ class _Controller:
                 seed=cfg.seed,
                 bn_updates_per_step=cfg.grad_accum,
                 grapheme_classes=head_classes,
+                layout=self.layout,
             )
             self.optimizer = optimizers.build_optimizer(
                 optimizers.OptimizerOptions.from_train_config(cfg),
@@ -109,7 +110,11 @@ class _Controller:
                 grapheme_classes=head_classes,
             )
             self.step = TrainStep(
-                strategy=self.strategy, model=self.model, optimizer=self.optimizer, config=step_config
+                strategy=self.strategy,
+                model=self.model,
+                optimizer=self.optimizer,
+                config=step_config,
+                layout=self.layout,
             )
             self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_metric")
         self.evaluator = Evaluator(
@@ -117,6 +122,7 @@ class _Controller:
             model=self.model,
             head_weights=cfg.head_weights,
             seen_combinations=self.combinations > 0,
+            layout=self.layout,
         )
         self.ckpt = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, best_metric=self.best, **self.step.checkpoint_items()
@@ -170,7 +176,7 @@ class _Controller:
         log(f"training done in {fmt_time(time.time() - t_start)}" + (f"; curves: {plot}" if plot else ""))
         log(
             f"hierarchical_recall={last['hierarchical_recall']:.4f} "
-            + " ".join(f"{n}={last[f'recall_{n}']:.4f}" for n in HEAD_NAMES)
+            + " ".join(f"{n}={last[f'recall_{n}']:.4f}" for n in self.layout.names)
             + _seen_unseen(last, "=")
         )
         return TrainResult(last, best, self.run_dir.path, final_path, self.run_dir.best_model)
@@ -235,8 +241,9 @@ class _Controller:
             arch=self.cfg.arch,
             resize=self.cfg.resize,
             resize_method=self.cfg.resize_method,
-            class_counts=class_counts(self.combinations),
+            class_counts=class_counts(self.combinations, self.layout),
             combination_counts=combination_rows(self.combinations),
+            layout=self.layout,
         )
 
     def _summaries(self, writer, step: int, loss: float | None, lr: float, rate: float) -> None:
@@ -289,7 +296,7 @@ class _Controller:
         writer.flush()
         self.log(
             f"eval step {step}: hierarchical_recall {m['hierarchical_recall']:.4f} "
-            + " ".join(f"{n.split('_')[0]} {m[f'recall_{n}']:.4f}" for n in HEAD_NAMES)
+            + " ".join(f"{n.split('_')[0]} {m[f'recall_{n}']:.4f}" for n in self.layout.names)
             + _seen_unseen(m, " ")
             + f"  valid_loss {m['valid_loss']:.4f}  ({time.time() - t0:.1f}s; saved {path.rsplit('/', 1)[-1]}"
             + (", new best" if improved else "")
