@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from tpu_grapheme import prepare
 from tpu_grapheme.config import TrainConfig
-from tpu_grapheme.data import kaggle, tfrecord
+from tpu_grapheme.data import kaggle, prepare, tfrecord
 from tpu_grapheme.data.schema import HEIGHT, NUM_CLASSES, PIXEL_COLUMNS, WIDTH
 from tpu_grapheme.task import Task
 

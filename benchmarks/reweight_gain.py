@@ -41,8 +41,8 @@ def _class_counts(split_csv: str) -> dict[str, list[int]]:
 def _train_loop(args, train_csv: str, valid_csv: str, pattern: str, work: str) -> str:
     """The project's training loop on TFRecords written by `prepare`; returns the run dir."""
     from tpu_grapheme.config import TrainConfig
+    from tpu_grapheme.data.prepare import prepare
     from tpu_grapheme.loop import run_training
-    from tpu_grapheme.prepare import prepare
 
     rec = {}
     for name, csv in (("train", train_csv), ("valid", valid_csv)):

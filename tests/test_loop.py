@@ -97,7 +97,7 @@ def _assert_metric_is_sklearn_2_1_1(model, cfg: TrainConfig, reported: dict) -> 
     from sklearn.metrics import recall_score
 
     from tpu_grapheme.data import pipeline
-    from tpu_grapheme.synthetic_default import data_patterns
+    from tpu_grapheme.data.synthetic_default import data_patterns
 
     _, valid = data_patterns(cfg, log=lambda s: None)
     ds = pipeline.build_dataset(valid, batch_size=64, resize=cfg.resize, training=False, drop_remainder=False)

@@ -84,7 +84,7 @@ def test_corrupt_training_shard_mid_run_stops_with_a_checkpoint_then_skips(shard
         run_training(cfg, log=lambda s: None)
     msg = str(err.value)
     assert "\n" not in msg and f"corrupt TFRecord shard {shard}: corrupted record" in msg, msg
-    assert "python -m tpu_grapheme.prepare" in msg and "--skip-corrupt" in msg and "{{" not in msg, msg
+    assert "python -m tpu_grapheme.data.prepare" in msg and "--skip-corrupt" in msg and "{{" not in msg, msg
     stopped = _latest_step(cfg)
     assert 0 < stopped < 40 and f"checkpoint saved at step {stopped}" in msg
 

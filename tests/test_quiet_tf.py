@@ -16,7 +16,9 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("module", ["tpu_grapheme.train", "tpu_grapheme.data.split", "tpu_grapheme.prepare"])
+@pytest.mark.parametrize(
+    "module", ["tpu_grapheme.train", "tpu_grapheme.data.split", "tpu_grapheme.data.prepare"]
+)
 def test_help_has_no_tensorflow_lines(module):
     proc = _run(["-m", module, "--help"])
     assert proc.returncode == 0 and proc.stdout.startswith("usage:")

@@ -6,7 +6,7 @@ import glob
 import os
 import threading
 
-from tpu_grapheme import synthetic_default
+from tpu_grapheme.data import synthetic_default
 
 
 def test_two_builders_at_once_build_once_and_both_get_the_whole_set(tmp_path):

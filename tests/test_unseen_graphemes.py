@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import recall_score
 
-from tpu_grapheme import graphemes
-from tpu_grapheme.data.schema import HEAD_WEIGHTS, NUM_CLASSES
+from tpu_grapheme.data import graphemes
+from tpu_grapheme.data.schema import NUM_CLASSES
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.model import GRAPHEME, build_model
 from tpu_grapheme.train_step import grapheme_lookup, with_grapheme_labels
@@ -47,7 +47,7 @@ def test_evaluator_seen_and_unseen_recall_match_sklearn_on_a_hand_made_case():
         tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
     )
     m = Evaluator(
-        strategy=strategy, model=_Oracle(), head_weights=HEAD_WEIGHTS, seen_combinations=seen
+        strategy=strategy, model=_Oracle(), seen_combinations=seen
     ).evaluate(ds, 3)
     unseen = ~np.array([tuple(r) in SEEN for r in LABELS])
     assert m["valid_images"] == 8 and m["valid_images_unseen"] == unseen.sum() == 3
@@ -58,7 +58,7 @@ def test_evaluator_seen_and_unseen_recall_match_sklearn_on_a_hand_made_case():
         recall_score(LABELS[unseen, 0], PREDS[unseen, 0], average="macro", zero_division=0)
     )
     # Every combination seen: the unseen group is empty, NaN; the seen one is the overall metric.
-    everything = Evaluator(strategy=strategy, model=_Oracle(), head_weights=HEAD_WEIGHTS).evaluate(ds, 3)
+    everything = Evaluator(strategy=strategy, model=_Oracle()).evaluate(ds, 3)
     assert np.isnan(everything["hierarchical_recall_unseen"]) and everything["valid_images_unseen"] == 0
     assert everything["hierarchical_recall_seen"] == pytest.approx(m["hierarchical_recall"])
 
@@ -75,6 +75,14 @@ def test_marginals_of_the_grapheme_head_by_hand():
     mixed = graphemes.mix_heads(components, probs, classes, 0.25)
     assert mixed[0][0, 5] == pytest.approx(0.75 / 168 + 0.25 * 0.8)
     assert all(p.sum(axis=1) == pytest.approx([1.0, 1.0]) for p in mixed)
+
+
+def test_one_combination_formula_in_numpy_and_tf():
+    labels = np.array([[0, 0, 0], [167, 10, 6], [5, 1, 0], [9, 0, 3]])
+    by_hand = [r * 77 + v * 7 + c for r, v, c in labels]
+    assert graphemes.combination_ids(labels).tolist() == by_hand
+    assert graphemes.combination_index(tf.constant(labels)).numpy().tolist() == by_hand
+    assert graphemes.combination_index(tf.constant([[-1, -1, -1]])).numpy().tolist() == [0]  # padding
 
 
 def test_grapheme_targets_from_the_triple_in_graph():

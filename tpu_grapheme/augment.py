@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tpu_grapheme.data.schema import NUM_CLASSES
+from tpu_grapheme.data.schema import BENGALI
 
 _PROPOSALS = 8  # Marsaglia-Tsang accepts >= 95% per proposal: P(all 8 rejected) < 1e-10
 GAMMA_UNIFORMS = 2 * _PROPOSALS + 1  # uniforms per Gamma sample: normals, accept tests, boost
@@ -82,7 +82,7 @@ def batch_permutation(batch_size: int | tf.Tensor, seed: tf.Tensor) -> tf.Tensor
 
 
 def one_hot_targets(
-    labels: tf.Tensor, *, num_classes: Sequence[int] = NUM_CLASSES, label_smoothing: float = 0.0
+    labels: tf.Tensor, *, num_classes: Sequence[int] = BENGALI.num_classes, label_smoothing: float = 0.0
 ) -> tuple[tf.Tensor, ...]:
     """float32 [B, C_h] targets per head from int labels [B, heads]; smoothing spreads eps / C_h."""
     out = []
@@ -175,13 +175,13 @@ def mix_batch(
     cutmix_alpha: float,
     mix_prob: float = 1.0,
     cutmix_share: float = 0.5,
-    num_classes: Sequence[int] = NUM_CLASSES,
+    num_classes: Sequence[int] = BENGALI.num_classes,
     label_smoothing: float = 0.0,
     fold_lambda: bool = True,
 ) -> tuple[tf.Tensor, tuple[tf.Tensor, ...]]:
     """Per batch: MixUp, CutMix or nothing (by mix_prob, cutmix_share); returns (images, soft targets).
 
-    images float [B, H, W, C] keep their dtype; labels int [B, 3]; seed a stateless seed [2].
+    images float [B, H, W, C] keep their dtype; labels int [B, heads]; seed a stateless seed [2].
     Alpha <= 0 switches a kernel off; with both off this is the identity with one-hot targets.
     fold_lambda (the seed's rule) folds the sampled lambda to max(lam, 1 - lam) for both kernels, so
     each sample's own label weighs >= 0.5 (CutMix: the kept pixel share, which clipping only raises);

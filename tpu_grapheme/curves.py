@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tpu_grapheme.data.schema import HEAD_NAMES
+from tpu_grapheme.metric_names import GROUP_SUFFIXES
 
 
 def _finite(history: Sequence[dict[str, Any]], key: str) -> tuple[list, list]:
@@ -24,12 +24,13 @@ def plot_history(history: Sequence[dict[str, Any]], *, title: str) -> Any:
     import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]
+    heads = [k for k in history[-1] if k.startswith("recall_") and not k.endswith(GROUP_SUFFIXES[1:])]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(steps, [h["train_loss"] for h in history], label="train loss (interval mean)")
     a.plot(steps, [h["valid_loss"] for h in history], label="valid loss")
     a.set_xlabel("step")
     a.legend()
-    for key in ("hierarchical_recall", *(f"recall_{n}" for n in HEAD_NAMES)):
+    for key in ("hierarchical_recall", *heads):  # per-head keys: whatever heads the run's layout has
         b.plot(steps, [h[key] for h in history], label=key, lw=2.5 if key == "hierarchical_recall" else 1)
     for key, style in (("hierarchical_recall_seen", "--"), ("hierarchical_recall_unseen", ":")):
         xs, ys = _finite(history, key)

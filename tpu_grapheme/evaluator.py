@@ -2,14 +2,16 @@
 
 Validation batches are padded to a static shape (`data.inputs.padded_batches`); rows labelled -1 are
 masked out, so every validation image counts exactly once whatever the replica count. The metric is
-always the competition's (macro recall per head, 2:1:1); the loss weights only weigh `valid_loss`.
+the layout's (macro recall per head, weighted by its metric weights: 2:1:1 for Bengali); the loss
+weights only weigh `valid_loss`.
 
-Seen and unseen graphemes: given the training split's combinations (bool [168, 11, 7]), each sample is
+Seen and unseen graphemes: given the training split's combinations (bool [168, 11, 7] for Bengali:
+one axis per head), each sample is
 looked up in an in-graph table (static shape) and counted in a second and third set of confusion
 matrices, so one pass reports `hierarchical_recall` over all images (unchanged) plus
 `hierarchical_recall_seen` / `_unseen` and their per-head recalls, NaN for a group with no images
 (a validation split without unseen graphemes). A whole-grapheme head, if the model has one, is a
-fourth output the metric and `valid_loss` leave out (they score the three component heads).
+last output the metric and `valid_loss` leave out (they score the layout's heads).
 """
 
 from __future__ import annotations
@@ -22,27 +24,22 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_grapheme import distribute, losses, metrics
-from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.data.graphemes import combination_index
+from tpu_grapheme.data.schema import BENGALI, HeadLayout
 from tpu_grapheme.metric_names import GROUP_SUFFIXES
 
 GROUPS = GROUP_SUFFIXES  # metric-name suffixes: all images, seen graphemes, unseen graphemes
 
 
-def combination_index(labels: tf.Tensor) -> tf.Tensor:
-    """int32 [B]: (root * 11 + vowel) * 7 + consonant of labels [B, >=3]; padding (-1) maps to 0."""
-    safe = tf.maximum(tf.cast(labels[:, :3], tf.int32), 0)
-    return (safe[:, 0] * NUM_CLASSES[1] + safe[:, 1]) * NUM_CLASSES[2] + safe[:, 2]
-
-
-def grouped_recall(cms: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
+def grouped_recall(cms: Sequence[Sequence[np.ndarray]], layout: HeadLayout = BENGALI) -> dict[str, float]:
     """Hierarchical and per-head recall per group (`GROUPS` order), NaN for a group with no images."""
     out: dict[str, float] = {}
     for suffix, group in zip(GROUPS, cms, strict=True):
         if suffix and not np.asarray(group[0]).sum():
-            names = metrics.hierarchical_recall([np.eye(n) for n in NUM_CLASSES])
+            names = metrics.hierarchical_recall([np.eye(n) for n in layout.num_classes], layout)
             out.update({f"{k}{suffix}": math.nan for k in names})
             continue
-        out.update({f"{k}{suffix}": v for k, v in metrics.hierarchical_recall(group).items()})
+        out.update({f"{k}{suffix}": v for k, v in metrics.hierarchical_recall(group, layout).items()})
     return out
 
 
@@ -54,23 +51,30 @@ class Evaluator:
         *,
         strategy: tf.distribute.Strategy,
         model: keras.Model,
-        head_weights: Sequence[float],
+        head_weights: Sequence[float] | None = None,
         seen_combinations: np.ndarray | None = None,
+        layout: HeadLayout = BENGALI,
     ) -> None:
-        """`seen_combinations`: bool [168, 11, 7] of the training split (None: every image counts as seen)."""
-        self.strategy, self.model = strategy, model
-        self.head_weights = tuple(float(w) for w in head_weights)
-        seen = (
-            np.ones(NUM_CLASSES, bool) if seen_combinations is None else np.asarray(seen_combinations, bool)
-        )
-        if seen.shape != NUM_CLASSES:
-            raise ValueError(f"seen_combinations must have shape {NUM_CLASSES}, got {seen.shape}")
+        """`layout`: the model's heads, in output order; `head_weights`: the loss weights of
+        `valid_loss` (None: the layout's metric weights); `seen_combinations`: bool, one axis per head
+        ([168, 11, 7] for Bengali), of the training split (None: every image counts as seen)."""
+        self.strategy, self.model, self.layout = strategy, model, layout
+        weights = layout.metric_weights if head_weights is None else head_weights
+        self.head_weights = tuple(float(w) for w in weights)
+        if len(self.head_weights) != len(layout):
+            raise ValueError(
+                f"{len(self.head_weights)} head weights for the {len(layout)} heads {layout.names}"
+            )
+        shape = layout.num_classes
+        seen = np.ones(shape, bool) if seen_combinations is None else np.asarray(seen_combinations, bool)
+        if seen.shape != shape:
+            raise ValueError(f"seen_combinations must have shape {shape}, got {seen.shape}")
         self._seen = tf.constant(seen.reshape(-1).astype(np.float32))
         with strategy.scope():
             self._cms = [
                 [
                     distribute.replica_local_sum(tf.zeros([n, n]), name=f"cm_{h}{g}")
-                    for h, n in zip(HEAD_NAMES, NUM_CLASSES, strict=True)
+                    for h, n in zip(layout.names, layout.num_classes, strict=True)
                 ]
                 for g in GROUPS
             ]
@@ -82,7 +86,7 @@ class Evaluator:
         """Metrics over `num_batches` batches: hierarchical and per-head recall (all, seen, unseen),
         valid_loss, image counts."""
         cms, loss = self._eval_loop(iter(dataset), tf.constant(num_batches))
-        out = grouped_recall([[cm.numpy() for cm in group] for group in cms])
+        out = grouped_recall([[cm.numpy() for cm in group] for group in cms], self.layout)
         total, count, unseen = loss.numpy()
         out["valid_loss"] = float(total / max(count, 1.0))
         out["valid_images"] = int(count)
@@ -90,9 +94,9 @@ class Evaluator:
         return out
 
     def _replica(self, images, labels):
-        logits = self.model(images, training=False)[: len(HEAD_NAMES)]  # not a grapheme head's
+        logits = self.model(images, training=False)[: len(self.layout)]  # not a grapheme head's
         valid = tf.cast(labels[:, 0] >= 0, tf.float32)  # padded rows carry label -1
-        seen = tf.gather(self._seen, combination_index(labels))
+        seen = tf.gather(self._seen, combination_index(labels, self.layout))
         for group, weights in zip(self._cms, (valid, valid * seen, valid * (1.0 - seen)), strict=True):
             for h, cm in enumerate(group):
                 cm.assign(metrics.confusion_update(cm.read_value(), labels[:, h], logits[h], weights))

@@ -176,8 +176,9 @@ class _Run:
             arch=self.cfg.arch,
             resize=self.cfg.resize,
             resize_method=self.cfg.resize_method,
-            class_counts=class_counts(task.combinations),
+            class_counts=class_counts(task.combinations, task.layout),
             combination_counts=combination_rows(task.combinations),
+            layout=task.layout,
         )
 
     def _log_start(self, start: int) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tpu_grapheme.data.schema import HEAD_NAMES, HEAD_WEIGHTS
+from tpu_grapheme.data.schema import BENGALI, HeadLayout
 
 
 def confusion_update(
@@ -44,11 +44,12 @@ def macro_recall(cm: np.ndarray) -> float:
     return float(recall[present].mean())
 
 
-def hierarchical_recall(cms: Sequence) -> dict[str, float]:
-    """Per-head macro recall and the competition's weighted mean (always 2:1:1, whatever the loss weights)."""
+def hierarchical_recall(cms: Sequence, layout: HeadLayout = BENGALI) -> dict[str, float]:
+    """Per-head macro recall (`recall_<head>`) and their mean weighted by the layout's metric weights
+    (2:1:1 for Bengali, whatever the loss weights)."""
     recalls = [macro_recall(np.asarray(cm)) for cm in cms]
-    if len(recalls) != len(HEAD_WEIGHTS):
-        raise ValueError(f"{len(recalls)} confusion matrices for {len(HEAD_WEIGHTS)} heads")
-    out = {"hierarchical_recall": float(np.average(recalls, weights=HEAD_WEIGHTS))}
-    out.update({f"recall_{name}": r for name, r in zip(HEAD_NAMES, recalls, strict=True)})
+    if len(recalls) != len(layout):
+        raise ValueError(f"{len(recalls)} confusion matrices for {len(layout)} heads")
+    out = {"hierarchical_recall": float(np.average(recalls, weights=layout.metric_weights))}
+    out.update({f"recall_{name}": r for name, r in zip(layout.names, recalls, strict=True)})
     return out

@@ -1,4 +1,4 @@
-"""The three-head grapheme classifier: a backbone, global average pooling and three float32 logit heads.
+"""The grapheme classifier: a backbone, global average pooling and one float32 logit head per layout head.
 
 Archs: `tiny` (a few thousand params, no batch-dependent normalisation, for tests), `small` (a
 MobileNet-like depthwise-separable CNN sized for a 2-core CPU), `b0`..`b7` (Keras EfficientNet on a
@@ -29,14 +29,14 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.data.graphemes import combination_table
+from tpu_grapheme.data.schema import BENGALI, HeadLayout
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.replica_random import ReplicaDropout
 from tpu_grapheme.weights import load_weights, require_file
 
 _EFFNET = re.compile(r"^b([0-7])(g?)$")
 GRAPHEME = "grapheme"  # name of the optional whole-grapheme output
-NUM_COMBINATIONS = NUM_CLASSES[0] * NUM_CLASSES[1] * NUM_CLASSES[2]  # 168 * 11 * 7 possible combinations
 # `small` trains for ~1-2k steps on a CPU: Keras' default 0.99 leaves the moving statistics far from
 # the batch statistics that early, and evaluation (inference mode) collapses to one class.
 _BN_MOMENTUM = 0.9
@@ -81,13 +81,15 @@ def build_model(
     seed: int = 0,
     bn_updates_per_step: int = 1,
     grapheme_classes: Sequence[int] = (),
+    layout: HeadLayout = BENGALI,
 ) -> keras.Model:
-    """Build `arch` for float32 input [B,H,W,1]; outputs [root, vowel, consonant] float32 logits.
+    """Build `arch` for float32 input [B,H,W,1]; outputs float32 logits, one head per `layout` head
+    (named by it, in its order: [root, vowel, consonant] for Bengali).
 
     `bn_updates_per_step`: BatchNorm updates per optimizer step (the gradient-accumulation factor k);
     batch statistics stay per micro-batch, the moving statistics decay by `momentum` per optimizer step.
-    `grapheme_classes` (combination ids, root * 77 + vowel * 7 + consonant, of the graphemes seen in
-    training): adds a fourth output, `grapheme`, a softmax head over them (`GraphemeHead`).
+    `grapheme_classes` (combination ids, `data.graphemes.combination_ids`, of the graphemes seen in
+    training): adds a last output, `grapheme`, a softmax head over them (`GraphemeHead`).
     """
     if int(bn_updates_per_step) < 1:
         raise UserError(f"bn_updates_per_step must be >= 1, got {bn_updates_per_step}")
@@ -118,8 +120,10 @@ def build_model(
         gated = bool(m.group(2))
     else:
         raise UserError(f"unknown arch {arch!r}: tiny, small, b0..b7, b0g..b7g")
-    outputs = _heads(features, dropout=dropout, gated=gated, seeds=seeds, seed=seed)
+    outputs = _heads(features, layout, dropout=dropout, gated=gated, seeds=seeds, seed=seed)
     if grapheme_classes:
+        if max(grapheme_classes) >= layout.num_combinations:
+            raise ValueError(f"grapheme classes must be combination ids below {layout.num_combinations}")
         outputs.append(
             GraphemeHead(grapheme_classes, kernel_initializer=seeds.glorot(), name=GRAPHEME)(features)
         )
@@ -129,8 +133,8 @@ def build_model(
     return model
 
 
-def _heads(features, *, dropout: float, gated: bool, seeds: _Seeds, seed: int) -> list:
-    """One Dropout shared by three float32 Dense heads; `gated` puts an SE gate in front of each head.
+def _heads(features, layout: HeadLayout, *, dropout: float, gated: bool, seeds: _Seeds, seed: int) -> list:
+    """One Dropout shared by a float32 Dense head per layout head; `gated` puts an SE gate in front of each head.
 
     The seed's layout (`bengali/model.py` of ceshine/bengali-grapheme-classification): pooling ->
     Dropout -> per head [Dense(C/8, relu) -> Dense(C, sigmoid), multiplied in] -> Dense. Both gate
@@ -139,7 +143,7 @@ def _heads(features, *, dropout: float, gated: bool, seeds: _Seeds, seed: int) -
     features = ReplicaDropout(dropout, seed=_name_seed("head_dropout", seed), name="head_dropout")(features)
     channels = features.shape[-1]
     outputs = []
-    for name, n in zip(HEAD_NAMES, NUM_CLASSES, strict=True):
+    for name, n in zip(layout.names, layout.num_classes, strict=True):
         x = features
         if gated:
             g = layers.Dense(
@@ -151,38 +155,28 @@ def _heads(features, *, dropout: float, gated: bool, seeds: _Seeds, seed: int) -
     return outputs
 
 
-def grapheme_classes(combination_counts) -> tuple[int, ...]:
+def grapheme_classes(combination_counts, layout: HeadLayout = BENGALI) -> tuple[int, ...]:
     """The grapheme head's classes: ids of the combinations with images in training, ascending.
 
-    `combination_counts`: int [168, 11, 7], or rows [root, vowel, consonant, count] (model_meta.json).
+    `combination_counts`: int [C_1, ..., C_heads] (e.g. [168, 11, 7]), or rows [labels..., count]
+    (model_meta.json).
     """
-    import numpy as np
-
-    counts = np.asarray(combination_counts, np.int64)
-    if counts.shape != NUM_CLASSES:
-        table = np.zeros(NUM_CLASSES, np.int64)
-        if counts.size:
-            np.add.at(table, tuple(counts[:, :3].T), counts[:, 3])
-        counts = table
-    return tuple(int(i) for i in np.flatnonzero(counts.reshape(-1) > 0))
+    counts = combination_table(combination_counts, layout)
+    return tuple(int(i) for i in (counts.reshape(-1) > 0).nonzero()[0])
 
 
 @keras.saving.register_keras_serializable(package="tpu_grapheme")
 class GraphemeHead(layers.Dense):
     """float32 logits over whole graphemes (the 2nd-place solution's fourth head), on the pooled features.
 
-    Unit i is the grapheme combination `combinations[i]` (root * 77 + vowel * 7 + consonant), carried in
+    Unit i is the grapheme combination `combinations[i]` (`combination_ids`), carried in
     the layer's config, so a saved `.keras` model knows its classes without any file beside it.
     """
 
     def __init__(self, combinations: Sequence[int], **kwargs):
         combos = [int(c) for c in combinations]
-        if (
-            not combos
-            or len(set(combos)) != len(combos)
-            or not all(0 <= c < NUM_COMBINATIONS for c in combos)
-        ):
-            raise ValueError(f"combinations must be distinct ids in [0, {NUM_COMBINATIONS})")
+        if not combos or len(set(combos)) != len(combos) or min(combos) < 0:
+            raise ValueError("combinations must be distinct non-negative combination ids")
         kwargs.pop("units", None)
         kwargs["dtype"] = "float32"
         super().__init__(len(combos), **kwargs)

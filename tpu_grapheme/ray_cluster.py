@@ -108,7 +108,7 @@ def on_each_node(fn: Any, nodes: Sequence[Mapping[str, Any]], *args: Any, timeou
 
 
 def _ensure_synthetic_here(fixed: Mapping[str, Any]) -> tuple[str, str]:
-    from tpu_grapheme.synthetic_default import data_patterns
+    from tpu_grapheme.data.synthetic_default import data_patterns
 
     return tuple(data_patterns(from_dict(fixed)))  # type: ignore[return-value]
 

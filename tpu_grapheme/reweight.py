@@ -37,12 +37,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.data.schema import BENGALI
 
 DEFAULT_POWER = 1.2
 
 
-def split_heads(probs: np.ndarray, num_classes: Sequence[int] = NUM_CLASSES) -> list[np.ndarray]:
+def split_heads(probs: np.ndarray, num_classes: Sequence[int] = BENGALI.num_classes) -> list[np.ndarray]:
     """Split concatenated per-image probabilities [n, sum(C)] into one [n, C] array per head."""
     probs = np.asarray(probs)
     if probs.ndim != 2 or probs.shape[1] != sum(num_classes):
@@ -64,15 +64,15 @@ def prediction_counts(probs: np.ndarray) -> np.ndarray:
     return np.bincount(np.argmax(probs, axis=1), minlength=probs.shape[1]).astype(np.int64)
 
 
-def test_prior(probs: np.ndarray, num_classes: Sequence[int] = NUM_CLASSES) -> list[np.ndarray]:
+def test_prior(probs: np.ndarray, num_classes: Sequence[int] = BENGALI.num_classes) -> list[np.ndarray]:
     """Per-head argmax counts over the whole (test) set, from concatenated probabilities [n, sum(C)]."""
     return [prediction_counts(p) for p in split_heads(probs, num_classes)]
 
 
 def train_prior(
     class_counts: Sequence[Mapping[str, Sequence[int]]],
-    head_names: Sequence[str] = HEAD_NAMES,
-    num_classes: Sequence[int] = NUM_CLASSES,
+    head_names: Sequence[str] = BENGALI.names,
+    num_classes: Sequence[int] = BENGALI.num_classes,
 ) -> list[np.ndarray]:
     """Per-head training-class frequencies, averaged over ensemble members' `class_counts` dicts.
 
@@ -113,7 +113,7 @@ def predict(
     prior: Sequence[np.ndarray] | None = None,
     *,
     power: float = DEFAULT_POWER,
-    num_classes: Sequence[int] = NUM_CLASSES,
+    num_classes: Sequence[int] = BENGALI.num_classes,
 ) -> np.ndarray:
     """Labels [n, 3] (root, vowel, consonant) from [n, sum(C)] probabilities; `prior` per head or None."""
     heads = split_heads(probs, num_classes)

@@ -4,7 +4,7 @@ file is written and read.
     <output_dir>/<run_name>/
         checkpoints/          ckpt-<step>.* saves of a tf.train.CheckpointManager and its state file
         model_best.keras      best evaluation so far;  model_final.keras  the last step
-        model_meta.json       input size, resize method, normalisation, training class counts
+        model_meta.json       input size, resize method, normalisation, label heads, training class counts
         config.yaml           the TrainConfig the run was started with
         history.json          one metrics row per evaluation
         training_curves.png   history as a plot;  tensorboard/  summaries
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tpu_grapheme.data import paths
-from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.data.schema import BENGALI, HeadLayout
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.gfile_io import (
     TMP,
@@ -229,10 +229,12 @@ class RunDir:
         class_counts: dict[str, list[int]] | None,
         resize_method: str = "auto",
         combination_counts: Sequence[Sequence[int]] | None = None,
+        layout: HeadLayout = BENGALI,
     ) -> None:
-        """What inference needs beside the model: input size and preprocessing, training class counts,
-        and the training split's grapheme combinations ([root, vowel, consonant, images] each: which
-        graphemes are unseen, the grapheme head's classes on a checkpoint rebuild; older metas lack it)."""
+        """What inference needs beside the model: input size and preprocessing, the label heads
+        (`heads`; older metas lack it: Bengali's), training class counts, and the training split's
+        grapheme combinations ([label per head..., images] each: which graphemes are unseen, the
+        grapheme head's classes on a checkpoint rebuild; older metas lack it)."""
         from tpu_grapheme.data import pipeline
 
         meta = {
@@ -240,6 +242,7 @@ class RunDir:
             "arch": arch,
             "resize": [int(v) for v in resize],
             "resize_method": resize_method,
+            "heads": layout.to_json(),
             "class_counts": class_counts,
             "normalization": {"invert": True, "mean": pipeline.MEAN, "std": pipeline.STD},
         }
@@ -312,15 +315,25 @@ def _checked_meta(meta: Any) -> dict[str, Any]:
     if "resize" in meta:
         h, w = (int(v) for v in meta["resize"])
         meta["resize"] = (h, w)
+    layout = HeadLayout.from_json(meta.get("heads"))
     counts = meta.get("class_counts")
     if counts is not None:
-        for name, k in zip(HEAD_NAMES, NUM_CLASSES, strict=True):
+        for name, k in zip(layout.names, layout.num_classes, strict=True):
             if len(counts[name]) != k:
                 raise ValueError(f"class_counts[{name!r}] needs {k} counts")
     for row in meta.get("combination_counts") or ():
-        if len(row) != 4 or not all(0 <= int(v) < k for v, k in zip(row[:3], NUM_CLASSES, strict=True)):
-            raise ValueError(f"combination_counts row {row!r} is not [root, vowel, consonant, count]")
+        n = len(layout)
+        if len(row) != n + 1 or not all(
+            0 <= int(v) < k for v, k in zip(row[:n], layout.num_classes, strict=True)
+        ):
+            raise ValueError(f"combination_counts row {row!r} is not [{', '.join(layout.names)}, count]")
     return meta
+
+
+def meta_layout(meta: dict[str, Any] | None) -> HeadLayout:
+    """The label heads of a run from its checked `model_meta.json` (Bengali's without one or in an
+    older meta)."""
+    return HeadLayout.from_json((meta or {}).get("heads"))
 
 
 def _first_line(e: BaseException) -> str:

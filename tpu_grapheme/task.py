@@ -22,19 +22,21 @@ import tensorflow as tf
 from tpu_grapheme import distribute, optimizers, schedules
 from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.data.inputs import InputConfig, RunInputs, combination_counts
-from tpu_grapheme.data.schema import HEAD_NAMES, HEAD_WEIGHTS
+from tpu_grapheme.data.schema import HeadLayout
+from tpu_grapheme.data.synthetic_default import data_patterns
+from tpu_grapheme.errors import UserError
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.model import build_model, grapheme_classes
 from tpu_grapheme.run_dir import RunDir
-from tpu_grapheme.synthetic_default import data_patterns
 from tpu_grapheme.train_step import StepConfig, TrainStep
 
 
 def model_from_config(
-    cfg: TrainConfig, *, grapheme_classes: Sequence[int] = (), weights: str = ""
+    cfg: TrainConfig, *, layout: HeadLayout, grapheme_classes: Sequence[int] = (), weights: str = ""
 ) -> keras.Model:
-    """The model a run of `cfg` trains (call inside a strategy's scope to place it there)."""
+    """The model a run of `cfg` on data with `layout`'s heads trains (inside a strategy's scope to place it there)."""
     return build_model(
+        layout=layout,
         arch=cfg.arch,
         input_shape=(*cfg.resize, 1),
         dropout=cfg.dropout,
@@ -72,10 +74,11 @@ class Task:
         *,
         log: Callable[[str], None] = print,
         strategy: tf.distribute.Strategy | None = None,
+        layout: HeadLayout | None = None,
     ) -> None:
-        """`strategy`: one the caller already made (a process can hold only one multi-worker strategy);
-        None: resolved from `cfg.strategy`."""
-        self.cfg, self.log = cfg, log
+        """`strategy`: one the caller already made (a process can hold only one multi-worker strategy),
+        None: resolved from `cfg.strategy`; `layout`: the label heads, None: the training data's."""
+        self.cfg, self.log, self._layout = cfg, log, layout
         if cfg.deterministic:
             enable_determinism(cfg.seed)
         self.strategy = strategy or distribute.resolve_strategy(
@@ -103,26 +106,37 @@ class Task:
     @functools.cached_property
     def combinations(self) -> np.ndarray:
         """Images per grapheme combination of the training split: seen/unseen, the grapheme head's classes."""
-        return combination_counts(self.patterns[0], skip_corrupt=self.cfg.skip_corrupt)
+        return combination_counts(self.patterns[0], layout=self.layout, skip_corrupt=self.cfg.skip_corrupt)
 
     @functools.cached_property
     def grapheme_classes(self) -> tuple[int, ...]:
-        return grapheme_classes(self.combinations) if self.cfg.grapheme_head else ()
+        return grapheme_classes(self.combinations, self.layout) if self.cfg.grapheme_head else ()
+
+    @property
+    def layout(self) -> HeadLayout:
+        """The label heads (names, classes, metric weights): as given, else from the training data."""
+        return self._layout or self.inputs.layout
 
     @property
     def head_names(self) -> tuple[str, ...]:
-        return HEAD_NAMES
+        return self.layout.names
 
-    @property
+    @functools.cached_property
     def head_weights(self) -> tuple[float, ...]:
         """Loss weight per head: the config's, or (empty) the heads' metric weights."""
-        return self.cfg.head_weights or HEAD_WEIGHTS
+        weights = self.cfg.head_weights or self.layout.metric_weights
+        if len(weights) != len(self.layout):
+            raise UserError(
+                f"--head-weights has {len(weights)} values for the {len(self.layout)} heads "
+                f"{', '.join(self.layout.names)}"
+            )
+        return tuple(weights)
 
     # --- model and training -------------------------------------------------------------------------
     def build_model(self) -> keras.Model:
         with self.strategy.scope():
             return model_from_config(
-                self.cfg, grapheme_classes=self.grapheme_classes, weights=self.cfg.weights
+                self.cfg, layout=self.layout, grapheme_classes=self.grapheme_classes, weights=self.cfg.weights
             )
 
     def build_optimizer(self) -> keras.optimizers.Optimizer:
@@ -145,7 +159,11 @@ class Task:
     def build_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
         with self.strategy.scope():
             return TrainStep(
-                strategy=self.strategy, model=model, optimizer=optimizer, config=self.step_config()
+                strategy=self.strategy,
+                model=model,
+                optimizer=optimizer,
+                config=self.step_config(),
+                layout=self.layout,
             )
 
     def build_evaluator(self, model: keras.Model) -> Evaluator:
@@ -154,6 +172,7 @@ class Task:
             model=model,
             head_weights=self.head_weights,
             seen_combinations=self.combinations > 0,
+            layout=self.layout,
         )
 
     def build(self) -> Pieces:

@@ -3,7 +3,7 @@
 One `tf.function` (`TrainStep.train_loop`) runs `num_steps` optimizer steps in a `tf.range` loop over
 the distributed iterator, so the host is out of the loop on TPU. Per optimizer step and replica:
 
-    augment (MixUp/CutMix, stateless RNG from (seed, step, replica))  ->  forward  ->  2:1:1 loss
+    augment (MixUp/CutMix, stateless RNG from (seed, step, replica))  ->  forward  ->  weighted loss
     / global batch  ->  x loss scale  ->  gradients, summed over k micro-batches in loop-carried
     tensors (replica-local; no communication)  ->  one all-reduce inside `apply_gradients`.
 
@@ -27,9 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_grapheme import augment, distribute, losses, option_checks
+from tpu_grapheme.data.graphemes import combination_index
 from tpu_grapheme.data.inputs import global_batch_size
-from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
-from tpu_grapheme.errors import UserError
+from tpu_grapheme.data.schema import BENGALI, HeadLayout
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -59,40 +59,27 @@ class StepConfig:
 
     def __post_init__(self) -> None:
         option_checks.check_fields(self)
-        if len(self.head_weights) != len(NUM_CLASSES):
-            raise UserError(f"head_weights needs {len(NUM_CLASSES)} values, got {self.head_weights}")
 
     @property
     def augments(self) -> bool:
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
-    @property
-    def num_classes(self) -> tuple[int, ...]:
-        """Classes per head the targets have: the three components, then the grapheme head's, if any."""
-        return NUM_CLASSES + ((len(self.grapheme_classes),) if self.grapheme_classes else ())
 
-    @property
-    def loss_weights(self) -> tuple[float, ...]:
-        """Loss weight per head, in `num_classes` order."""
-        return tuple(self.head_weights) + ((self.grapheme_head_weight,) if self.grapheme_classes else ())
-
-
-def grapheme_lookup(classes: tuple[int, ...]) -> tf.Tensor:
-    """int32 [168 * 11 * 7]: the grapheme head's class of each combination id, -1 where it has none.
+def grapheme_lookup(classes: tuple[int, ...], layout: HeadLayout = BENGALI) -> tf.Tensor:
+    """int32 [combinations]: the grapheme head's class of each combination id, -1 where it has none.
 
     -1 one-hot encodes to an all-zero target, so a combination outside the head (none in training,
     whose data defines the classes) adds no grapheme loss.
     """
-    table = np.full(int(np.prod(NUM_CLASSES)), -1, np.int32)
+    table = np.full(layout.num_combinations, -1, np.int32)
     table[np.asarray(classes, np.int64)] = np.arange(len(classes), dtype=np.int32)
     return tf.constant(table)
 
 
-def with_grapheme_labels(labels: tf.Tensor, lookup: tf.Tensor) -> tf.Tensor:
-    """labels [B, 3] -> [B, 4]: the grapheme head's class index appended (static shapes, in-graph)."""
+def with_grapheme_labels(labels: tf.Tensor, lookup: tf.Tensor, layout: HeadLayout = BENGALI) -> tf.Tensor:
+    """labels [B, heads] -> [B, heads + 1]: the grapheme head's class index appended (static shapes)."""
     labels = tf.cast(labels, tf.int32)
-    index = (labels[:, 0] * NUM_CLASSES[1] + labels[:, 1]) * NUM_CLASSES[2] + labels[:, 2]
-    return tf.concat([labels, tf.gather(lookup, index)[:, None]], axis=1)
+    return tf.concat([labels, tf.gather(lookup, combination_index(labels, layout))[:, None]], axis=1)
 
 
 class TrainStep:
@@ -105,14 +92,26 @@ class TrainStep:
         model: keras.Model,
         optimizer: keras.optimizers.Optimizer,
         config: StepConfig,
+        layout: HeadLayout = BENGALI,
     ) -> None:
+        """`layout`: the label heads (the model's outputs in order, then a grapheme head's if any);
+        `config.head_weights` weigh their losses, one per layout head."""
+        if len(config.head_weights) != len(layout):
+            raise ValueError(
+                f"{len(config.head_weights)} head weights for the {len(layout)} heads {layout.names}"
+            )
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
         self.config = config
+        self.layout = layout
+        graphemes = (len(config.grapheme_classes),) if config.grapheme_classes else ()
+        self.num_classes = layout.num_classes + graphemes  # per target: the heads, then the grapheme head's
+        self.loss_weights = tuple(config.head_weights) + ((config.grapheme_head_weight,) if graphemes else ())
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = global_batch_size(config.batch_size, self.replicas, config.grad_accum)
-        self._grapheme_lookup = grapheme_lookup(config.grapheme_classes) if config.grapheme_classes else None
+        self._grapheme_lookup = grapheme_lookup(config.grapheme_classes, layout) if graphemes else None
+        self._stats = 1 + len(layout)  # loss, then each head's
         with strategy.scope():
             optimizer.build(model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -127,8 +126,8 @@ class TrainStep:
             # Consecutive skipped steps with the scale already at its floor: float16 cannot go on.
             self.floor_skips = tf.Variable(0, dtype=tf.int64, trainable=False, name="floor_skips")
             # Replica-local running sums for the host-loop summary, read (summed) once per call:
-            # [loss, 3 head losses] over applied steps only, then the count of applied steps.
-            self._sums = distribute.replica_local_sum(tf.zeros([5]), name="loss_sums")
+            # [loss, head losses] over applied steps only, then the count of applied steps.
+            self._sums = distribute.replica_local_sum(tf.zeros([self._stats + 1]), name="loss_sums")
         # Plain TF ops with no Python control flow on tensors: keep AutoGraph out (its conversion
         # cache has been seen to mix up the augmentation kernels' nested functions).
         compute = tf.autograph.experimental.do_not_convert(self._accumulate_grads)
@@ -172,7 +171,7 @@ class TrainStep:
             cutmix_alpha=c.cutmix_alpha,
             mix_prob=c.mix_prob,
             cutmix_share=c.cutmix_share,
-            num_classes=c.num_classes,
+            num_classes=self.num_classes,
             label_smoothing=c.label_smoothing,
             fold_lambda=c.fold_lambda,
         )
@@ -180,21 +179,21 @@ class TrainStep:
     def _micro_grads(self, images, labels, seed):
         c = self.config
         if self._grapheme_lookup is not None:  # the grapheme head's target is mixed like the others
-            labels = with_grapheme_labels(labels, self._grapheme_lookup)
+            labels = with_grapheme_labels(labels, self._grapheme_lookup, self.layout)
         if c.augments:
             images, targets = self._augment(images, labels, seed)
         else:
             targets = augment.one_hot_targets(
-                labels, num_classes=c.num_classes, label_smoothing=c.label_smoothing
+                labels, num_classes=self.num_classes, label_smoothing=c.label_smoothing
             )
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             parts = losses.head_losses(targets, logits, global_batch_size=self.global_batch)
-            loss = losses.weighted_sum(parts, c.loss_weights)
+            loss = losses.weighted_sum(parts, self.loss_weights)
             scaled = loss * self.loss_scale if c.dynamic_loss_scale else loss
         grads = tape.gradient(scaled, variables)
-        stats = tf.stack([loss, *parts[: len(HEAD_NAMES)]])  # the summary reports the component heads
+        stats = tf.stack([loss, *parts[: len(self.layout)]])  # the summary reports the layout's heads
         return grads, stats
 
     def _accumulate_grads(self, images, labels):
@@ -210,7 +209,7 @@ class TrainStep:
 
         zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
         _, acc, stats = tf.while_loop(
-            lambda i, *_: i < k, body, (tf.constant(0), zeros, tf.zeros([4])), parallel_iterations=1
+            lambda i, *_: i < k, body, (tf.constant(0), zeros, tf.zeros([self._stats])), parallel_iterations=1
         )
         return acc, stats
 
@@ -223,7 +222,7 @@ class TrainStep:
         local_bad = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads])
         applied = tf.distribute.get_replica_context().merge_call(self._apply_or_skip, args=(grads, local_bad))
         # A skipped step's loss (often inf) is no training signal: report applied steps only.
-        self._sums.assign_add(tf.where(applied, tf.concat([stats, [1.0]], 0), tf.zeros([5])))
+        self._sums.assign_add(tf.where(applied, tf.concat([stats, [1.0]], 0), tf.zeros([self._stats + 1])))
 
     def _apply_scaled(self, grads):
         inv = 1.0 / self.loss_scale
@@ -262,11 +261,11 @@ class TrainStep:
             self.strategy.run(self._replica_step, args=(images, labels))
             self.step.assign_add(1)
         sums = self._sums.read_value()  # summed over replicas
-        self._sums.assign(tf.zeros([5]))
-        applied = sums[4] / self.replicas
-        mean = sums[:4] / applied  # 0/0 = NaN when nothing was applied: no loss to report
+        self._sums.assign(tf.zeros([self._stats + 1]))
+        applied = sums[self._stats] / self.replicas
+        mean = sums[: self._stats] / applied  # 0/0 = NaN when nothing was applied: no loss to report
         return {
             "loss": mean[0],
-            **{f"loss_{h}": mean[i + 1] for i, h in enumerate(HEAD_NAMES)},
+            **{f"loss_{h}": mean[i + 1] for i, h in enumerate(self.layout.names)},
             "applied_steps": applied,
         }

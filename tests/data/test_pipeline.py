@@ -299,8 +299,9 @@ def test_corrupt_shard_found_by_reading_counts_and_named_with_its_prepare_comman
     err = shards.corrupt_data_error(RuntimeError("x"), [str(bad)], note="n", then=", or t")
     msg = str(err)
     assert msg.startswith(f"corrupt TFRecord shard {shard}: corrupted record at ") and "\n" not in msg
-    assert "good records); n; re-create it with `python -m tpu_grapheme.prepare " in msg and msg.endswith(
-        "--overwrite`, or t"
+    assert (
+        "good records); n; re-create it with `python -m tpu_grapheme.data.prepare " in msg
+        and msg.endswith("--overwrite`, or t")
     )
     with open(shard, "r+b") as f:  # cut at a record boundary: every record reads, one is missing
         f.truncate(_record_end(shard, 1))

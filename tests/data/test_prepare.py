@@ -110,7 +110,7 @@ def test_cli_bad_input_one_line_exit_2(kdir, tmp_path):
         [
             sys.executable,
             "-m",
-            "tpu_grapheme.prepare",
+            "tpu_grapheme.data.prepare",
             os.path.join(d, "train.csv"),
             str(tmp_path / "o"),
             "--parquet-pattern",

@@ -8,13 +8,13 @@ import uuid
 import numpy as np
 import pytest
 import tensorflow as tf
+from tpu_grapheme.synthetic_default import data_patterns
 
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import tfrecord
 from tpu_grapheme.inference import members, scoring
 from tpu_grapheme.loop import run_training
 from tpu_grapheme.run_dir import RunDir
-from tpu_grapheme.synthetic_default import data_patterns
 
 
 def _valid_images(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -40,11 +40,12 @@ def train_steps(
     import keras
     import tensorflow as tf
 
+    from tpu_grapheme.data.schema import BENGALI
     from tpu_grapheme.task import Task
 
     steps, union = images.shape[:2]
     per_replica = union // strategy.num_replicas_in_sync
-    task = Task(cfg.replace(batch_size=per_replica), strategy=strategy)
+    task = Task(cfg.replace(batch_size=per_replica), strategy=strategy, layout=BENGALI)
     model = task.build_model()
     optimizer = task.build_optimizer()
     step = task.build_step(model, optimizer)

@@ -72,7 +72,7 @@ def test_two_workers_allreduce_and_train_like_one_process_with_the_union_batch(
     from ray.train import ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    from tpu_grapheme.synthetic_default import data_patterns
+    from tpu_grapheme.data.synthetic_default import data_patterns
 
     per_worker = 4
     sgd_data = probe.union_batches(1, 2 * per_worker, seed=1)

@@ -17,8 +17,9 @@ import tensorflow as tf
 
 from tpu_grapheme import option_checks
 from tpu_grapheme.data import pipeline, shards
-from tpu_grapheme.data.manifest import read_manifest
-from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.data.graphemes import table_rows
+from tpu_grapheme.data.manifest import layout_of, read_manifest
+from tpu_grapheme.data.schema import BENGALI, HeadLayout
 from tpu_grapheme.errors import UserError
 
 
@@ -53,7 +54,8 @@ def global_batch_size(batch_size: int, replicas: int, grad_accum: int = 1) -> in
 
 
 class RunInputs:
-    """Counts the records once and builds the distributed training and validation inputs."""
+    """Counts the records once and builds the distributed training and validation inputs; `layout`:
+    the label heads the training shards declare (their manifests), which the validation shards share."""
 
     def __init__(self, *, strategy: tf.distribute.Strategy, config: InputConfig) -> None:
         self.strategy, self.config = strategy, config
@@ -70,6 +72,7 @@ class RunInputs:
             )
         if self.n_valid == 0:
             raise UserError(f"{config.valid_pattern}: no validation images; a run needs some to evaluate")
+        self.layout = shards_layout(config.train_pattern, config.valid_pattern)
 
     @property
     def skipped_records(self) -> int:
@@ -199,8 +202,22 @@ def padded_batches(ds: tf.data.Dataset, batch_size: int, num_batches: int) -> tf
     return ds.concatenate(tf.data.Dataset.from_tensors(empty).repeat()).take(num_batches)
 
 
-def combination_counts(pattern: str, *, skip_corrupt: bool = False) -> np.ndarray:
-    """int64 [168, 11, 7]: images per (root, vowel, consonant) combination of a split.
+def shards_layout(*patterns: str) -> HeadLayout:
+    """The label heads of the shards of `patterns` (one layout for all, from their manifests), checked
+    against the labels the records hold."""
+    files = {p: shards.list_shards(p) for p in patterns}
+    layout = layout_of([f for fs in files.values() for f in fs])
+    for pattern, fs in files.items():
+        labels = shards.check_shards(fs).num_labels
+        if labels != len(layout):
+            raise UserError(f"{pattern}: records hold {labels} labels, the manifests declare {layout.names}")
+    return layout
+
+
+def combination_counts(
+    pattern: str, *, layout: HeadLayout | None = None, skip_corrupt: bool = False
+) -> np.ndarray:
+    """int64 [C_1, ..., C_heads] ([168, 11, 7] for Bengali): images per label combination of a split.
 
     From the shards' manifests (`prepare` records the combinations), else one pass over the labels
     (the seed's shards, older manifests), which also finds a corrupt or short shard before training
@@ -208,12 +225,13 @@ def combination_counts(pattern: str, *, skip_corrupt: bool = False) -> np.ndarra
     the whole-grapheme head and the per-head class counts (`class_counts`) all come from it.
     """
     files = shards.list_shards(pattern)
+    layout = layout or layout_of(files)
     manifests = [read_manifest(d) for d in sorted({os.path.dirname(f) for f in files})]
-    counts = np.zeros(NUM_CLASSES, np.int64)
+    counts = np.zeros(layout.num_classes, np.int64)
     if all(m and "combination_counts" in m for m in manifests):
         for m in manifests:
-            for r, v, c, n in m["combination_counts"]:
-                counts[r, v, c] += n
+            for *labels, n in m["combination_counts"]:
+                counts[tuple(labels)] += n
         return counts
     skipped = tf.Variable(0, dtype=tf.int64, trainable=False) if skip_corrupt else None
     ds = pipeline.build_dataset(
@@ -237,12 +255,14 @@ def combination_counts(pattern: str, *, skip_corrupt: bool = False) -> np.ndarra
     return counts
 
 
-def class_counts(combinations: np.ndarray) -> dict[str, list[int]]:
+def class_counts(combinations: np.ndarray, layout: HeadLayout = BENGALI) -> dict[str, list[int]]:
     """Label counts per head (the prior-based reweight needs them): the marginals of the combinations."""
-    axes = ((1, 2), (0, 2), (0, 1))
-    return {name: combinations.sum(axis=ax).tolist() for name, ax in zip(HEAD_NAMES, axes, strict=True)}
+    if combinations.shape != layout.num_classes:
+        raise ValueError(f"combinations of shape {combinations.shape} for the heads {layout.num_classes}")
+    axes = [tuple(a for a in range(len(layout)) if a != h) for h in range(len(layout))]
+    return {name: combinations.sum(axis=ax).tolist() for name, ax in zip(layout.names, axes, strict=True)}
 
 
 def combination_rows(counts: np.ndarray) -> list[list[int]]:
-    """[root, vowel, consonant, images] per combination with images: `combination_counts` as JSON rows."""
-    return [[*map(int, idx), int(counts[tuple(idx)])] for idx in np.argwhere(counts > 0)]
+    """[label per head..., images] per combination with images: `combination_counts` as JSON rows."""
+    return table_rows(counts)

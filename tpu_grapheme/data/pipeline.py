@@ -108,7 +108,7 @@ def build_dataset(
     resize_method: str = "auto",
     skipped: tf.Variable | None = None,
 ) -> tf.data.Dataset:
-    """Batches `(images [B, H, W, 1], labels int32 [B, 3])`; B is the per-replica batch.
+    """Batches `(images [B, H, W, 1], labels int32 [B, heads])`; B is the per-replica batch.
 
     images: float32 normalised (`normalize`) by default; with `normalized=False` the parquet's pixels
     (uint8 when not resized). `repeat=None` repeats forever when training, once otherwise.
@@ -154,7 +154,7 @@ def build_dataset(
     cache = cache_fits(files, resize=resize, n_pipes=n_pipes, cache_mb=cache_mb)
     if cache:  # decode + resize once, in big batches, into uint8 kept in memory
         ds = ds.batch(DECODE_BATCH).map(
-            lambda s: _decode_uint8(s, fmt.image_format, resize, resize_method),
+            lambda s: _decode_uint8(s, fmt, resize, resize_method),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic,
         )
@@ -167,7 +167,7 @@ def build_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def decode(serialized):
-        images, labels = tfrecord.parse_batch(serialized, fmt.image_format)
+        images, labels = tfrecord.parse_batch(serialized, fmt.image_format, fmt.num_labels)
         images = resize_images(images[..., None], resize, resize_method)
         if normalized:
             images = normalize(images)
@@ -211,10 +211,10 @@ def skip_corrupt_records(records: tf.data.Dataset, count: tf.Tensor, skipped: tf
 
 
 def _decode_uint8(
-    serialized: tf.Tensor, image_format: str, resize, method: str
+    serialized: tf.Tensor, fmt: tfrecord.RecordFormat, resize, method: str
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Serialized [N] -> (uint8 [N, h, w, 1] resized and rounded, labels int32 [N, 3])."""
-    images, labels = tfrecord.parse_batch(serialized, image_format)
+    """Serialized [N] -> (uint8 [N, h, w, 1] resized and rounded, labels int32 [N, heads])."""
+    images, labels = tfrecord.parse_batch(serialized, fmt.image_format, fmt.num_labels)
     images = images[..., None]
     if resizes(resize):
         images = tf.cast(

@@ -1,6 +1,6 @@
 """Split CSV + Kaggle image parquets -> shuffled, sharded TFRecords with a manifest.json.
 
-`python -m tpu_grapheme.prepare SPLIT.csv OUT_DIR [--parquet-pattern GLOB] [--shard-mb 100]`.
+`python -m tpu_grapheme.data.prepare SPLIT.csv OUT_DIR [--parquet-pattern GLOB] [--shard-mb 100]`.
 Two passes keep memory bounded while still shuffling globally: rows get a seeded random position,
 pass 1 streams parquet batches and appends each encoded record to a local spill file of its shard,
 pass 2 loads one spill (one shard, ~shard-mb) at a time, orders it by position and writes the final
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from tpu_grapheme.data import kaggle, paths, tfrecord
 from tpu_grapheme.data.manifest import MANIFEST, write_manifest
-from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES, NUM_PIXELS
+from tpu_grapheme.data.schema import BENGALI, NUM_PIXELS
 from tpu_grapheme.errors import UserError, cli_main
 
 _RECORD_OVERHEAD = 80  # Example framing + image_id + labels, bytes
@@ -80,7 +80,8 @@ def prepare(
     position = np.empty(n, np.int64)
     position[np.random.default_rng(shuffle_seed).permutation(n)] = np.arange(n)
     row_of = {image_id: i for i, image_id in enumerate(df["image_id"])}
-    labels = df[list(HEAD_NAMES)].to_numpy(np.int64)
+    layout = BENGALI  # a Kaggle train.csv: the competition's heads
+    labels = df[list(layout.names)].to_numpy(np.int64)
     written = np.zeros(n, bool)
     per_shard = num_shards = 0
     spills: list[tfrecord.ShardWriter] = []
@@ -129,7 +130,7 @@ def prepare(
             raise
     class_counts = {
         name: np.bincount(labels[written, h], minlength=c).tolist()
-        for h, (name, c) in enumerate(zip(HEAD_NAMES, NUM_CLASSES, strict=True))
+        for h, (name, c) in enumerate(zip(layout.names, layout.num_classes, strict=True))
     }
     combos, counts = np.unique(labels[written], axis=0, return_counts=True)
     return write_manifest(
@@ -137,6 +138,7 @@ def prepare(
         image_format=image_format,
         class_counts=class_counts,
         combination_counts=np.column_stack([combos, counts]).tolist(),
+        layout=layout,
         shards=shards,
         source_csv=split_csv,
         parquet_pattern=pattern,
@@ -173,7 +175,9 @@ def _check_written(path: str, records: list[bytes]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tpu_grapheme.prepare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tpu_grapheme.data.prepare", description=__doc__.splitlines()[0]
+    )
     p.add_argument("split_csv", help="train.csv or a train_split_i.csv / valid_split_i.csv")
     p.add_argument("out_dir", help="output directory (local or gs://)")
     p.add_argument(

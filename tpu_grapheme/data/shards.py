@@ -63,10 +63,12 @@ def check_shards(files: list[str]) -> tfrecord.RecordFormat:
         a, b = sorted(kinds, key=str)[:2]
         fa = next(f for f, k in formats.items() if k == a)
         fb = next(f for f, k in formats.items() if k == b)
-        raise UserError(
-            f"shards mix formats: {fa} is {a.image_format}/{a.compression or 'none'}, {fb} is {b.image_format}/{b.compression or 'none'}"
-        )
+        raise UserError(f"shards mix formats: {fa} is {_kind(a)}, {fb} is {_kind(b)}")
     return kinds.pop()
+
+
+def _kind(fmt: tfrecord.RecordFormat) -> str:
+    return f"{fmt.image_format}/{fmt.compression or 'none'} with {fmt.num_labels} labels"
 
 
 def known_counts(files: list[str]) -> dict[str, int]:
@@ -127,7 +129,9 @@ def find_corrupt_shard(files: Iterable[str]) -> tuple[str, str] | None:
         if fmt is None:
             continue
         ds = tf.data.TFRecordDataset(f, compression_type=fmt.compression).batch(256)
-        ds = ds.map(lambda s, fmt=fmt: tf.shape(tfrecord.parse_batch(s, fmt.image_format)[1])[0])
+        ds = ds.map(
+            lambda s, fmt=fmt: tf.shape(tfrecord.parse_batch(s, fmt.image_format, fmt.num_labels)[1])[0]
+        )
         read = 0
         try:
             for n in ds:
@@ -176,7 +180,7 @@ def recreate_hint(shard: str) -> str:
     m = read_manifest(d)
     if m and m.get("source_csv"):
         return (
-            f"re-create it with `python -m tpu_grapheme.prepare {m['source_csv']} {d} "
+            f"re-create it with `python -m tpu_grapheme.data.prepare {m['source_csv']} {d} "
             f"--parquet-pattern '{m.get('parquet_pattern', '')}' --shuffle-seed {m.get('shuffle_seed', 0)} "
             f"--image-format {m.get('image_format', tfrecord.RAW)} --overwrite`"
         )

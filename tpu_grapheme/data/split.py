@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from tpu_grapheme.data.graphemes import combination_ids
 from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError, cli_main
-from tpu_grapheme.graphemes import combination_ids
 
 STRATIFY_ON = "grapheme_root"
 UNSEEN = "unseen"  # validation column: 1 when the row's grapheme combination is not in training

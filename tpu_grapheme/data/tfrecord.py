@@ -1,7 +1,8 @@
 """TFRecord formats: encode/parse our shards and the seed's, detect which one a file holds.
 
 Our format (one `tf.train.Example` per image): `image_id` bytes, `image` bytes (the 137x236 uint8
-pixels exactly as in the parquet, dark ink on light), `labels` int64 [root, vowel, consonant].
+pixels exactly as in the parquet, dark ink on light), `labels` int64, one per head of the data set's
+layout (`schema.HeadLayout`, recorded in its manifest; [root, vowel, consonant] for Bengali).
 `image` is raw bytes by default or PNG (`image_format="png"`); records are uncompressed by default.
 
 The seed's format: GZIP files `NN-COUNT.tfrec`, `image` = Int64List of 32,332 pixels stored inverted
@@ -42,10 +43,11 @@ _SEED_NAME = re.compile(r"(?:^|/)(\d+)-(\d+)\.tfrec$")
 
 @dataclasses.dataclass(frozen=True)
 class RecordFormat:
-    """What a shard holds: `image_format` in raw/png/seed and the TFRecord compression."""
+    """What a shard holds: `image_format` in raw/png/seed, the TFRecord compression, labels per record."""
 
     image_format: str
     compression: str
+    num_labels: int = 3
 
 
 # ---------------------------------------------------------------------------------- encoding
@@ -178,7 +180,7 @@ def image_format_of(record: bytes) -> str:
     except Exception:  # noqa: BLE001 - protobuf raises its own DecodeError
         return ""
     feats = ex.features.feature
-    if "image" not in feats or "labels" not in feats or len(feats["labels"].int64_list.value) != 3:
+    if "image" not in feats or "labels" not in feats or not feats["labels"].int64_list.value:
         return ""
     image = feats["image"]
     if len(image.int64_list.value) == NUM_PIXELS:
@@ -203,23 +205,22 @@ def detect_format(path: str) -> RecordFormat | None:
         if rec:
             fmt = image_format_of(rec)
             if fmt:
-                return RecordFormat(fmt, compression)
+                labels = tf.train.Example.FromString(rec).features.feature["labels"].int64_list.value
+                return RecordFormat(fmt, compression, len(labels))
             raise UserError(f"{path}: records are not grapheme Examples (need 'image' and 'labels' features)")
     raise UserError(f"{path}: corrupt or not a TFRecord file")
 
 
 # ---------------------------------------------------------------------------------- parsing
-_LABELS = tf.io.FixedLenFeature([3], tf.int64)
-
-
-def parse_batch(serialized: tf.Tensor, image_format: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """Serialized Examples [B] -> (images uint8 [B, H, W] as in the parquet, labels int32 [B, 3])."""
+def parse_batch(serialized: tf.Tensor, image_format: str, num_labels: int = 3) -> tuple[tf.Tensor, tf.Tensor]:
+    """Serialized Examples [B] -> (images uint8 [B, H, W] as in the parquet, labels int32 [B, num_labels])."""
+    labels = tf.io.FixedLenFeature([num_labels], tf.int64)
     if image_format == SEED:
-        spec = {"image": tf.io.FixedLenFeature([NUM_PIXELS], tf.int64), "labels": _LABELS}
+        spec = {"image": tf.io.FixedLenFeature([NUM_PIXELS], tf.int64), "labels": labels}
         ex = tf.io.parse_example(serialized, spec)
         images = tf.cast(255 - ex["image"], tf.uint8)
     else:
-        spec = {"image": tf.io.FixedLenFeature([], tf.string), "labels": _LABELS}
+        spec = {"image": tf.io.FixedLenFeature([], tf.string), "labels": labels}
         ex = tf.io.parse_example(serialized, spec)
         if image_format == RAW:
             images = tf.io.decode_raw(ex["image"], tf.uint8, fixed_length=NUM_PIXELS)
@@ -235,9 +236,11 @@ def parse_batch(serialized: tf.Tensor, image_format: str) -> tuple[tf.Tensor, tf
     return images, tf.cast(ex["labels"], tf.int32)
 
 
-def parse_single(serialized: tf.Tensor, image_format: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """One serialized Example -> (image uint8 [H, W], labels int32 [3])."""
-    images, labels = parse_batch(tf.reshape(serialized, [1]), image_format)
+def parse_single(
+    serialized: tf.Tensor, image_format: str, num_labels: int = 3
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """One serialized Example -> (image uint8 [H, W], labels int32 [num_labels])."""
+    images, labels = parse_batch(tf.reshape(serialized, [1]), image_format, num_labels)
     return images[0], labels[0]
 
 

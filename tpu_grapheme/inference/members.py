@@ -12,44 +12,49 @@ from typing import Any
 
 import numpy as np
 
-from tpu_grapheme.data.schema import HEAD_NAMES, HEIGHT, NUM_CLASSES, WIDTH
+from tpu_grapheme.data.graphemes import mix_heads, seen_ids
+from tpu_grapheme.data.schema import BENGALI, HEIGHT, WIDTH, HeadLayout
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.gfile_io import local_copy
-from tpu_grapheme.graphemes import mix_heads, seen_ids
-from tpu_grapheme.run_dir import CONFIG, META, RunDir
+from tpu_grapheme.run_dir import CONFIG, META, RunDir, meta_layout
 
 GRAPHEME = "grapheme"  # the optional whole-grapheme output (`model.GRAPHEME`; no Keras import here)
 
 
 @dataclasses.dataclass
 class Member:
-    """One ensemble member: the loaded model, its input size and (if known) its training class counts."""
+    """One ensemble member: the loaded model, its input size, label heads and (if known) its training
+    class counts."""
 
     spec: str  # what the user passed
     source: str  # the .keras file or checkpoint actually loaded
     model: Any  # keras.Model
     resize: tuple[int, int]
     class_counts: dict[str, list[int]] | None
-    head_order: tuple[int, ...]  # model output index for each of HEAD_NAMES
+    head_order: tuple[int, ...]  # model output index for each head of `layout`
     resize_method: str  # the training pipeline's (model_meta.json)
+    layout: HeadLayout = BENGALI  # the run's label heads (model_meta.json; Bengali's in older metas)
     grapheme_index: int | None = None  # model output index of a whole-grapheme head, if it has one
     grapheme_classes: tuple[int, ...] = ()  # that head's combination ids (`model.GraphemeHead`)
     seen_graphemes: tuple[int, ...] | None = None  # training combination ids (model_meta.json or head)
     _fn: Callable | None = dataclasses.field(default=None, repr=False)
 
     def log_probs(self, images: np.ndarray, *, grapheme_mix: float = 0.0) -> list[np.ndarray]:
-        """Per-head log-probabilities [n, C] (float32) for raw uint8 images [n, 137, 236].
+        """Per-head log-probabilities [n, C] (float32), in layout order, for raw uint8 images [n, 137, 236].
 
         `grapheme_mix` W > 0 with a grapheme head: each head's probabilities become (1 - W) x its own +
         W x the grapheme head's marginal (`graphemes.mix_heads`); without such a head it changes nothing.
         """
         if self._fn is None:
             order = self.head_order + (() if self.grapheme_index is None else (self.grapheme_index,))
-            self._fn = _predict_fn(self.model, self.resize, order, self.resize_method)
+            names = (*self.layout.names, GRAPHEME)[: len(order)]
+            self._fn = _predict_fn(self.model, self.resize, order, names, self.resize_method)
         out = [t.numpy() for t in self._fn(images)]
+        n = len(self.layout)
         if self.grapheme_index is None or grapheme_mix <= 0:
-            return out[: len(HEAD_NAMES)]
-        mixed = mix_heads([np.exp(lp) for lp in out[:3]], np.exp(out[3]), self.grapheme_classes, grapheme_mix)
+            return out[:n]
+        probs = [np.exp(lp) for lp in out[:n]]
+        mixed = mix_heads(probs, np.exp(out[n]), self.grapheme_classes, grapheme_mix, self.layout)
         return [np.log(np.maximum(p, 1e-30)).astype(np.float32) for p in mixed]
 
 
@@ -68,14 +73,16 @@ def preprocess(images, resize: tuple[int, int], method: str = "auto"):
     return tf.cast(pipeline.normalize(resize_fn(x, tuple(resize), method)), tf.float32)
 
 
-def _predict_fn(model, resize: tuple[int, int], head_order: Sequence[int], method: str) -> Callable:
+def _predict_fn(
+    model, resize: tuple[int, int], head_order: Sequence[int], names: Sequence[str], method: str
+) -> Callable:
     import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec([None, HEIGHT, WIDTH], tf.uint8)], reduce_retracing=True)
     def fn(images):
         outputs = model(preprocess(images, resize, method), training=False)
         if isinstance(outputs, dict):
-            outputs = [outputs[name] for name in (*HEAD_NAMES, GRAPHEME)[: len(head_order)]]
+            outputs = [outputs[name] for name in names]
         else:
             outputs = [outputs[i] for i in head_order]
         return [tf.nn.log_softmax(tf.cast(o, tf.float32), axis=-1) for o in outputs]
@@ -114,12 +121,13 @@ def _restore_checkpoint(prefix: str, run: RunDir, meta: dict):
     cfg = run.read_config()
     if cfg is None:
         raise UserError(f"checkpoint {prefix}: no {CONFIG} in {run.path} to rebuild the model from")
+    layout = meta_layout(meta)
     classes = ()
     if getattr(cfg, "grapheme_head", False):  # its classes: the training combinations the meta records
         if not meta.get("combination_counts"):
             raise UserError(f"checkpoint {prefix}: a grapheme head needs combination_counts in {META}")
-        classes = grapheme_classes(meta["combination_counts"])
-    model = model_from_config(cfg, grapheme_classes=classes)  # as the run built it
+        classes = grapheme_classes(meta["combination_counts"], layout)
+    model = model_from_config(cfg, grapheme_classes=classes, layout=layout)  # as the run built it
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
         status.assert_existing_objects_matched()
@@ -128,9 +136,11 @@ def _restore_checkpoint(prefix: str, run: RunDir, meta: dict):
     return model, tuple(cfg.resize), cfg.resize_method
 
 
-def check_model(model, where: str, resize: tuple[int, int] | None) -> tuple[tuple[int, int], tuple[int, ...]]:
-    """Check one image input (H, W, 1) and the three named logit heads (and an optional `grapheme` head);
-    return (resize, head order)."""
+def check_model(
+    model, where: str, resize: tuple[int, int] | None, layout: HeadLayout = BENGALI
+) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """Check one image input (H, W, 1) and a logit head named by each `layout` head (and an optional
+    `grapheme` head); return (resize, head order)."""
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) != 1:
         raise UserError(f"model {where}: needs exactly one image input, has {len(inputs)}")
@@ -148,12 +158,12 @@ def check_model(model, where: str, resize: tuple[int, int] | None) -> tuple[tupl
     outputs = list(getattr(model, "outputs", None) or [])
     extra = 1 if GRAPHEME in names else 0  # a whole-grapheme head, checked in `_grapheme_head`
     heads = [n for n in names if n != GRAPHEME]
-    if sorted(heads) != sorted(HEAD_NAMES) or len(outputs) != len(HEAD_NAMES) + extra:
+    if sorted(heads) != sorted(layout.names) or len(outputs) != len(layout) + extra:
         raise UserError(
-            f"model {where}: outputs {names or len(outputs)} are not the heads {', '.join(HEAD_NAMES)}"
+            f"model {where}: outputs {names or len(outputs)} are not the heads {', '.join(layout.names)}"
         )
-    order = tuple(names.index(n) for n in HEAD_NAMES)
-    for name, k, i in zip(HEAD_NAMES, NUM_CLASSES, order, strict=True):
+    order = tuple(names.index(n) for n in layout.names)
+    for name, k, i in zip(layout.names, layout.num_classes, order, strict=True):
         got = tuple(outputs[i].shape)
         if len(got) != 2 or got[-1] != k:
             raise UserError(f"model {where}: head {name} has shape {got[1:]}, expected ({k},)")
@@ -169,11 +179,12 @@ def load_member(spec: str, *, resize: tuple[int, int] | None = None) -> Member:
     else:
         model, own_resize, method = _restore_checkpoint(path, source.run, meta or {})
     meta = meta or {}
+    layout = meta_layout(meta)
     chosen = resize or meta.get("resize") or own_resize
-    chosen, order = check_model(model, spec, tuple(chosen) if chosen else None)
+    chosen, order = check_model(model, spec, tuple(chosen) if chosen else None, layout)
     index, classes = _grapheme_head(model, spec)
     rows = meta.get("combination_counts")
-    seen = tuple(int(i) for i in seen_ids(rows)) if rows else (classes or None)
+    seen = tuple(int(i) for i in seen_ids(rows, layout)) if rows else (classes or None)
     return Member(
         grapheme_index=index,
         grapheme_classes=classes,
@@ -185,6 +196,7 @@ def load_member(spec: str, *, resize: tuple[int, int] | None = None) -> Member:
         class_counts=meta.get("class_counts"),
         head_order=order,
         resize_method=meta.get("resize_method", method),  # as the model was trained
+        layout=layout,
     )
 
 
@@ -202,6 +214,14 @@ def _grapheme_head(model, where: str) -> tuple[int | None, tuple[int, ...]]:
 
 
 def load_members(specs: Sequence[str], *, resize: tuple[int, int] | None = None) -> list[Member]:
+    """Load every member; an ensemble's members must share their label heads."""
     if not specs:
         raise UserError("no model paths given")
-    return [load_member(s, resize=resize) for s in specs]
+    members = [load_member(s, resize=resize) for s in specs]
+    for m in members[1:]:
+        if m.layout != members[0].layout:
+            raise UserError(
+                f"models {members[0].spec} and {m.spec} have different heads: "
+                f"{members[0].layout.names} and {m.layout.names}"
+            )
+    return members

@@ -86,8 +86,8 @@ def unseen_rows(valid_csv: str, ids: Sequence[str], labels: np.ndarray, members:
     training combinations (model_meta.json, or a grapheme head's classes); None when neither is known."""
     import pandas as pd
 
+    from tpu_grapheme.data.graphemes import unseen_mask
     from tpu_grapheme.data.split import UNSEEN
-    from tpu_grapheme.graphemes import unseen_mask
 
     header = pd.read_csv(valid_csv, nrows=0).columns
     if UNSEEN in header:

@@ -1,7 +1,7 @@
 """Streaming ensemble prediction: parquet row batches through every member, combined per method.
 
-Per image only the combined class probabilities (168 + 11 + 7 floats) are kept, so memory grows with
-the number of images, not with their pixels.
+Per image only the combined class probabilities (one float per class of every head: 168 + 11 + 7 for
+Bengali) are kept, so memory grows with the number of images, not with their pixels.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import numpy as np
 
 from tpu_grapheme import ensemble
 from tpu_grapheme.data.kaggle import iter_parquet_images, parquet_files, parquet_num_rows
-from tpu_grapheme.data.schema import NUM_CLASSES
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.inference.members import Member
 
 
 @dataclasses.dataclass
 class Predictions:
-    """Image ids in parquet order and, per combining method, probabilities float32 [n, 186]."""
+    """Image ids in parquet order and, per combining method, probabilities float32 [n, sum of classes]."""
 
     ids: np.ndarray
     probs: dict[str, np.ndarray]
@@ -97,7 +96,7 @@ def predict(
             probs[m].append(ensemble.combine_heads(member_lp, method=m).astype(np.float32))
     if not ids and keep is None:
         raise _no_images(pattern, files)
-    width = sum(NUM_CLASSES)
+    width = sum(members[0].layout.num_classes) if members else 0
     return Predictions(
         ids=np.concatenate(ids) if ids else np.zeros(0, dtype=str),
         probs={m: np.concatenate(p) if p else np.zeros((0, width), np.float32) for m, p in probs.items()},

@@ -17,8 +17,10 @@ import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from tpu_grapheme.config import TrainConfig
+if TYPE_CHECKING:  # type hints only: data/ imports nothing above it at run time
+    from tpu_grapheme.config import TrainConfig
 
 SCHEMA = "v2"  # v2: a fixed grapheme set (`synthetic_labels.grapheme_set`) and an unseen-grapheme split
 VALID_FRACTION = 0.2  # validation share of the rows, seen and unseen together
