@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 import tensorflow as tf
-from tpu_grapheme.synthetic_default import data_patterns
+from tpu_grapheme.data.synthetic_default import data_patterns
 
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import tfrecord
