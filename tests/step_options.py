@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tpu_grapheme.config import FIELDS, TrainConfig, options_for
-from tpu_grapheme.data.schema import HEAD_WEIGHTS
+from tpu_grapheme.data.schema import BENGALI
 from tpu_grapheme.train_step import StepConfig
 
 # The step's own values, as on a CPU in float32 without a grapheme head.
@@ -16,7 +16,7 @@ def step_config(cfg: TrainConfig | None = None, **values: Any) -> StepConfig:
     """`cfg` (default: `TrainConfig()`) with the `TrainConfig` fields among `values` replaced, the head weights
     resolved as the loop does, and the step's own values (`STEP_ONLY`) from `values`."""
     cfg = (cfg or TrainConfig()).replace(**{k: v for k, v in values.items() if k in FIELDS})
-    cfg = cfg.replace(head_weights=cfg.head_weights or HEAD_WEIGHTS)
+    cfg = cfg.replace(head_weights=cfg.head_weights or BENGALI.metric_weights)
     derived = {**STEP_ONLY, **{k: v for k, v in values.items() if k not in FIELDS}}
     return options_for(StepConfig, cfg, **derived)
 

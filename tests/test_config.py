@@ -13,7 +13,7 @@ from tests.step_options import every_option_class, step_config
 from tpu_grapheme.config import FIELDS, RESOLVED, TrainConfig, from_dict, options_for, to_dict
 from tpu_grapheme.config_io import add_arguments, from_args, load_yaml, save_yaml
 from tpu_grapheme.data.inputs import InputConfig
-from tpu_grapheme.data.schema import HEAD_WEIGHTS
+from tpu_grapheme.data.schema import BENGALI
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.optimizers import OptimizerOptions
 from tpu_grapheme.option_checks import CHECKS
@@ -107,7 +107,7 @@ def test_head_weights_from_yaml_lists_and_flag_strings(value, expected):
 
 def test_head_weights_round_trip_and_resolve_where_the_step_is_built(tmp_path):
     assert TrainConfig().head_weights == ()
-    assert step_config().head_weights == HEAD_WEIGHTS  # () resolves to the heads' metric weights
+    assert step_config().head_weights == BENGALI.metric_weights  # () resolves to the heads' metric weights
     path = tmp_path / "c.yaml"
     path.write_text("head_weights: [2.0, 1.0, 1.0]\n")  # as configs written before the change
     cfg = from_args(_parser().parse_args(["--config", str(path)]))

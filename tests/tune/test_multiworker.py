@@ -49,7 +49,7 @@ def _reference_gradient(images: np.ndarray, labels: np.ndarray) -> tuple[list, l
     import tensorflow as tf
 
     from tpu_grapheme import augment, losses
-    from tpu_grapheme.data.schema import HEAD_WEIGHTS, NUM_CLASSES
+    from tpu_grapheme.data.schema import BENGALI, NUM_CLASSES
     from tpu_grapheme.model import build_model
 
     cfg = from_dict(probe.SGD_ONE_STEP)
@@ -61,7 +61,7 @@ def _reference_gradient(images: np.ndarray, labels: np.ndarray) -> tuple[list, l
             model(x, training=True),
             global_batch_size=len(images[0]),
         )
-        loss = losses.weighted_sum(parts, cfg.head_weights or HEAD_WEIGHTS)
+        loss = losses.weighted_sum(parts, cfg.head_weights or BENGALI.metric_weights)
     grads = tape.gradient(loss, model.trainable_variables)
     return [v.numpy() for v in model.trainable_variables], [g.numpy() for g in grads]
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tpu_grapheme.data.schema import HEAD_NAMES, HEAD_WEIGHTS, NUM_CLASSES
+from tpu_grapheme.data.schema import BENGALI, HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError, cli_main
 
 COLUMNS = ("row_id", "target")
@@ -116,8 +116,8 @@ def score_rows(submission: Any, solution: Any) -> dict[str, Any]:
     for head in HEAD_NAMES:
         rows = heads == head
         out[f"recall_{head}"] = macro_recall(solution.to_numpy()[rows], submission.to_numpy()[rows])
-    weighted = sum(w * out[f"recall_{h}"] for h, w in zip(HEAD_NAMES, HEAD_WEIGHTS, strict=True))
-    out = {"hierarchical_recall": weighted / sum(HEAD_WEIGHTS), **out}
+    weighted = sum(w * out[f"recall_{h}"] for h, w in zip(HEAD_NAMES, BENGALI.metric_weights, strict=True))
+    out = {"hierarchical_recall": weighted / sum(BENGALI.metric_weights), **out}
     out["images"] = len(set(solution.index.str.extract(_ROW_ID)["image"]))
     return out
 
@@ -131,7 +131,7 @@ def score_files(submission_csv: str, solution_csv: str) -> dict[str, Any]:
 
 def format_scores(scores: dict[str, Any]) -> str:
     lines = [f"hierarchical_recall {scores['hierarchical_recall']:.4f}  ({scores['images']} images)"]
-    weights = dict(zip(HEAD_NAMES, HEAD_WEIGHTS, strict=True))
+    weights = dict(zip(HEAD_NAMES, BENGALI.metric_weights, strict=True))
     lines += [f"  {h:<20} {scores[f'recall_{h}']:.4f}  (weight {weights[h]:g})" for h in HEAD_NAMES]
     return "\n".join(lines)
 
