@@ -105,7 +105,6 @@ PIXEL_COLUMNS = tuple(str(i) for i in range(NUM_PIXELS))
 HEADS: tuple[tuple[str, int], ...] = tuple(zip(BENGALI.names, BENGALI.num_classes, strict=True))
 HEAD_NAMES = BENGALI.names
 NUM_CLASSES = BENGALI.num_classes
-HEAD_WEIGHTS = BENGALI.metric_weights  # the competition metric: root counts twice
 
 TRAIN_CSV_COLUMNS = ("image_id", *HEAD_NAMES, "grapheme")
 CLASS_MAP_COLUMNS = ("component_type", "label", "component")
