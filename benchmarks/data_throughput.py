@@ -131,7 +131,7 @@ def pipeline_rate(pattern: str, resize, *, batch_size: int, batches: int) -> flo
         cache_mb=0,
     )
     task = Task(cfg, log=lambda s: None, strategy=tf.distribute.get_strategy())
-    it = iter(task.inputs.train_dataset(None, start_step=0, steps_left=cfg.steps))
+    it = iter(task.inputs.train_dataset(None, start_step=0, steps=cfg.steps))
     for _ in range(5):
         next(it)
     t = time.perf_counter()

@@ -81,11 +81,11 @@ class Workload:
         steady state."""
         inputs = task.inputs
         if not cached and transform is None:
-            it = inputs.train_iterator(start_step=0, steps_left=RUN_STEPS)
+            it = inputs.train_iterator(start_step=0, steps=RUN_STEPS)
         else:
 
             def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-                ds = inputs.train_dataset(ctx, start_step=0, steps_left=RUN_STEPS)
+                ds = inputs.train_dataset(ctx, start_step=0, steps=RUN_STEPS)
                 if cached:  # the step alone: a few real batches held in memory, no decode work
                     ds = ds.take(CACHED_BATCHES).cache().repeat().prefetch(tf.data.AUTOTUNE)
                 return transform(ds) if transform is not None else ds
@@ -136,7 +136,7 @@ class Workload:
                 jit_compile=jit,
                 steps_per_execution=spe,
             )
-        ds = task.inputs.train_dataset(None, start_step=0, steps_left=RUN_STEPS)  # the global batch
+        ds = task.inputs.train_dataset(None, start_step=0, steps=RUN_STEPS)  # the global batch
         self.past_first_epoch(iter(ds), task.inputs)  # the cache lives in ds, past this iterator
         ds = ds.map(
             lambda x, y: (x, tuple(y[:, h] for h in range(heads))), num_parallel_calls=tf.data.AUTOTUNE

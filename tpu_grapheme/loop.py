@@ -159,7 +159,7 @@ class _Run:
         )
 
     def _train_iterator(self, start: int):
-        return self.task.inputs.train_iterator(start_step=start, steps_left=self.cfg.steps - start)
+        return self.task.inputs.train_iterator(start_step=start, steps=self.cfg.steps)
 
     def _evaluate(self) -> dict[str, float]:
         inputs = self.task.inputs
@@ -191,4 +191,4 @@ class _Run:
             f"{i.n_train} train / {i.n_valid} valid images, steps {start}->{cfg.steps}"
         )
         if start < cfg.steps:
-            task.log(f"input: {i.cache_note(cfg.steps - start)}")
+            task.log(f"input: {i.cache_note(cfg.steps)}")

@@ -182,8 +182,13 @@ class Task:
         step = self.build_step(model, optimizer)
         with self.strategy.scope():
             best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_metric")
+        # Keras' seed generators (dropout, stochastic depth) hold their state in variables that
+        # `tf.train.Checkpoint(model=...)` does not reach: without them a resume draws other masks.
+        rng = {
+            str(i): v for i, v in enumerate(v for v in model.variables if "seed_generator_state" in v.path)
+        }
         checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, best_metric=best, **step.checkpoint_items()
+            model=model, optimizer=optimizer, best_metric=best, rng=rng, **step.checkpoint_items()
         )
         return Pieces(
             model=model,

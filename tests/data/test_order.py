@@ -13,40 +13,39 @@ FILES = list(SIZES)
 N = sum(SIZES.values())
 
 
-def _read(f: tf.Tensor) -> tf.data.Dataset:
-    sizes = tf.constant([SIZES[k] for k in FILES], tf.int64)
-    size = tf.gather(sizes, tf.argmax(tf.cast(tf.equal(tf.constant(FILES), f), tf.int32)))
+def _read(i: tf.Tensor) -> tf.data.Dataset:
+    size = tf.gather(tf.constant([SIZES[k] for k in FILES], tf.int64), i)
+    f = tf.gather(tf.constant(FILES), i)
     return tf.data.Dataset.range(size).map(lambda i: tf.strings.join([f, tf.strings.as_string(i)], ":"))
 
 
 def _streamed(start: int, count: int, *, window: int = 4, seed: int = 3, pipe: int = 0) -> list[bytes]:
     ds = order.streamed_epochs(
-        FILES, records_per_epoch=N, read=_read, window=window, seed=seed, pipe=pipe, start=start
+        len(FILES), records_per_epoch=N, read=_read, window=window, seed=seed, pipe=pipe, start=start
     )
     return list(ds.take(count).as_numpy_iterator())
 
 
-def _in_memory(start: int, count: int, *, n: int = 13, seed: int = 3, pipe: int = 0) -> list[int]:
-    ds = order.in_memory_indices(n=n, seed=seed, pipe=pipe, start=start)
-    return [int(v) for v in ds.take(count).as_numpy_iterator()]
+def _in_memory(start: int, count: int, *, window: int = 4, batch: int = 5) -> list[int]:
+    ds = order.record_indices(
+        list(SIZES.values()), window=window, seed=3, pipe=0, start=start, batch_size=batch
+    )
+    out: list[int] = []
+    for b in ds.as_numpy_iterator():
+        out += [int(v) for v in b]
+        if len(out) >= count:
+            return out[:count]
+    return out
 
 
-def test_in_memory_epochs_are_permutations_and_differ():
-    stream = _in_memory(0, 39)
-    epochs = [stream[i : i + 13] for i in range(0, 39, 13)]
-    for e in epochs:
-        assert sorted(e) == list(range(13))
-    assert epochs[0] != epochs[1] and epochs[0] != list(range(13))
+def _index_of(name: bytes) -> int:
+    f, i = name.split(b":")
+    return sum(SIZES[k] for k in FILES[: FILES.index(f)]) + int(i)
 
 
-@pytest.mark.parametrize("start", [1, 12, 13, 14, 30])
-def test_in_memory_resume_is_the_same_stream(start):
-    assert _in_memory(start, 20) == _in_memory(0, start + 20)[start:]
-
-
-def test_in_memory_order_depends_on_seed_and_pipeline():
-    assert _in_memory(0, 13) != _in_memory(0, 13, seed=4)
-    assert _in_memory(0, 13) != _in_memory(0, 13, pipe=1)
+@pytest.mark.parametrize("start", [0, 3, N + 2])
+def test_in_memory_indices_follow_the_streamed_order(start):
+    assert _in_memory(start, 2 * N) == [_index_of(r) for r in _streamed(start, 2 * N)]
 
 
 def test_streamed_epochs_cover_every_record_once_and_reshuffle():
@@ -76,9 +75,9 @@ def test_streamed_windows_mix_within_and_keep_order_across():
 
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError):
-        order.in_memory_indices(n=0, seed=0, pipe=0, start=0)
+        order.record_indices([0, 0], window=4, seed=0, pipe=0, start=0, batch_size=2)
     with pytest.raises(ValueError):
-        order.streamed_epochs(FILES, records_per_epoch=N, read=_read, window=0, seed=0, pipe=0, start=0)
+        order.streamed_epochs(len(FILES), records_per_epoch=N, read=_read, window=0, seed=0, pipe=0, start=0)
 
 
 def test_shard_order_is_a_permutation():

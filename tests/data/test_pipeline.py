@@ -224,25 +224,41 @@ def test_mixed_formats_rejected(ours, seed_dir, tmp_path):
 @pytest.mark.parametrize("which", ["ours", "seed_dir"])
 def test_cache_full_size_is_pixel_exact(which, request):
     out, df, images = request.getfixturevalue(which)
-    x, y = _raw(out, cache_mb=64)
+    x, y = _raw(out, cache_mb=64, training=True, repeat=1, batch_size=1)  # the in-memory copy, one epoch
     assert x.dtype == np.uint8 and x.shape == (len(df), 137, 236, 1)
     got = {img[..., 0].tobytes(): tuple(lb) for img, lb in zip(x, y, strict=True)}
     assert got == _expected(df, images)
 
 
-def test_cache_resized_within_half_a_level_and_repeats(ours):
+def test_in_memory_copy_gives_the_streamed_order_within_half_a_level(ours):
     out, df, _ = ours
-    kw = {"batch_size": 4, "resize": (64, 112), "training": False, "deterministic": True}
-    plain = np.concatenate([x.numpy() for x, _ in pipeline.build_dataset(out, **kw)])
-    cached = np.concatenate([x.numpy() for x, _ in pipeline.build_dataset(out, cache_mb=64, **kw)])
-    assert cached.dtype == np.float32 and cached.shape == plain.shape
-    diff = np.abs(cached - plain).max()
+    kw = {"batch_size": 4, "resize": (64, 112), "training": True, "seed": 3}
+    batches = 3 * len(df) // 4  # 3 epochs
+    streamed = list(pipeline.build_dataset(out, **kw).take(batches).as_numpy_iterator())
+    cached = list(pipeline.build_dataset(out, cache_mb=64, **kw).take(batches).as_numpy_iterator())
+    labels = np.concatenate([y for _, y in streamed])
+    np.testing.assert_array_equal(labels, np.concatenate([y for _, y in cached]))  # the same order
+    diff = np.abs(np.concatenate([x for x, _ in cached]) - np.concatenate([x for x, _ in streamed])).max()
     assert 0 < diff <= 0.5 / 255 / pipeline.STD + 1e-6  # rounded to uint8, no more
-    train = pipeline.build_dataset(out, batch_size=4, resize=(64, 112), training=True, seed=3, cache_mb=64)
-    labels = np.concatenate([y.numpy() for _, y in train.take(3 * len(df) // 4)])  # 3 epochs
     want = df[["grapheme_root", "vowel_diacritic", "consonant_diacritic"]].to_numpy()
-    for epoch in labels.reshape(3, len(df), 3):  # every epoch (cache filled or replayed) sees each image once
+    epochs = labels.reshape(3, len(df), 3)
+    for epoch in epochs:  # every epoch sees each image once
         assert sorted(map(tuple, epoch)) == sorted(map(tuple, want))
+    assert not np.array_equal(epochs[0], epochs[1])  # and reshuffles
+
+
+def test_training_stream_resumes_at_any_element(ours):
+    out, _, _ = ours
+    kw = {"batch_size": 1, "resize": (32, 56), "training": True, "seed": 5, "shuffle_buffer": 4}
+    for cache_mb in (0, 64):
+        whole = [
+            y for _, y in pipeline.build_dataset(out, cache_mb=cache_mb, **kw).take(30).as_numpy_iterator()
+        ]
+        for start in (1, 7, 13):
+            resumed = pipeline.build_dataset(out, cache_mb=cache_mb, start=start, **kw).take(30 - start)
+            np.testing.assert_array_equal(
+                np.concatenate(whole[start:]), np.concatenate([y for _, y in resumed])
+            )
 
 
 def test_cache_fits_budget_and_known_counts(ours, tmp_path, monkeypatch):

@@ -100,46 +100,50 @@ class RunInputs:
         )
 
     # --- training ---------------------------------------------------------------------------------
-    def cache_mb(self, steps_left: int) -> int:
-        """The pipeline's cache budget: off when the run sees less than one epoch (nothing to reuse)."""
-        return self.config.cache_mb if steps_left * self.global_batch > self.n_train else 0
+    def cache_mb(self, steps: int) -> int:
+        """The pipeline's cache budget for a run of `steps` in all: off under one epoch (nothing to reuse).
+        A function of the run's config alone, so a resumed run reads as the uninterrupted one did."""
+        return self.config.cache_mb if steps * self.global_batch > self.n_train else 0
 
-    def cache_note(self, steps_left: int) -> str:
+    def cache_note(self, steps: int) -> str:
         """What the input pipeline will do with decoded images, for the start-of-run log."""
         if not self.config.cache_mb:
             return "decoding every epoch (cache_mb=0)"
-        cache_mb = self.cache_mb(steps_left)
+        cache_mb = self.cache_mb(steps)
         if not cache_mb:
             return "decoding every epoch (run under one epoch)"
         files = shards.list_shards(self.config.train_pattern)
         if not pipeline.cache_fits(files, resize=self.config.resize, n_pipes=1, cache_mb=cache_mb):
             return "decoding every epoch (over cache_mb)"
-        return "decoded images kept in memory after the first epoch"
+        return "decoded images held in memory (decoded once at the start)"
 
-    def train_iterator(self, *, start_step: int, steps_left: int):
-        """Endless distributed iterator; a resumed run reshuffles with a seed derived from its step."""
-        fn = functools.partial(self.train_dataset, start_step=start_step, steps_left=steps_left)
+    def train_iterator(self, *, start_step: int, steps: int):
+        """Endless distributed iterator from the batches of `start_step` on, for a run of `steps` in all:
+        the data position of a run is its step (`data.order`), so a resumed run continues the stream."""
+        fn = functools.partial(self.train_dataset, start_step=start_step, steps=steps)
         return iter(self.strategy.distribute_datasets_from_function(fn))
 
     def train_dataset(
-        self, ctx: tf.distribute.InputContext | None = None, *, start_step: int, steps_left: int
+        self, ctx: tf.distribute.InputContext | None = None, *, start_step: int, steps: int
     ) -> tf.data.Dataset:
         """One input pipeline's training batches (`ctx` None: the whole global batch in one pipeline)."""
         c, k = self.config, self.config.grad_accum
-        seed = c.seed if start_step == 0 else c.seed + 1_000_003 * start_step
         per_replica = (
             c.batch_size if ctx else global_batch_size(c.batch_size, self.strategy.num_replicas_in_sync)
         )
+        # A pipeline feeds `replicas / pipelines` replicas one batch of per_replica * k each per step.
+        replicas_here = self.strategy.num_replicas_in_sync // ctx.num_input_pipelines if ctx else 1
         ds = pipeline.build_dataset(
             c.train_pattern,
             batch_size=per_replica * k,
             resize=c.resize,
             resize_method=c.resize_method,
             training=True,
-            seed=seed,
+            seed=c.seed,
+            start=start_step * per_replica * k * replicas_here,
             input_context=ctx,
             shuffle_buffer=c.shuffle_buffer,
-            cache_mb=self.cache_mb(steps_left),
+            cache_mb=self.cache_mb(steps),
             deterministic=c.deterministic,
             skipped=self._skipped,
         )

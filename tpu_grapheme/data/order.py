@@ -3,14 +3,13 @@
 Element t of an input pipeline's training stream is fixed by (seed, pipeline id, t) alone, so the data
 position of a run is its global step: a run resumed at step s starts every pipeline at
 t = s x (its elements per step) and sees exactly the elements the uninterrupted run saw, while the
-checkpoint holds no shuffle buffer and no cached image. Two orders, one per input path:
+checkpoint holds no shuffle buffer and no cached image.
 
-- `in_memory_indices`: the pipeline's records are in memory; epoch e = t // n is a full permutation
-  of them (`tf.random.experimental.index_shuffle`, a stateless bijection), element t is record
-  perm_e(t mod n). Resuming costs nothing.
-- `streamed_epochs`: records are read from shards; epoch e reads the pipeline's shards in a permuted
-  order, one after another, and shuffles within consecutive windows of `window` records. Resuming in
-  epoch e skips the records before the current window unparsed (read, never decoded).
+The order: epoch e = t // n (n records per epoch) reads the pipeline's shards in a permuted order
+(`shard_order`), each shard front to back, and shuffles within consecutive windows of `window` records
+(a stateless bijection, `tf.random.experimental.index_shuffle`, per window). Two readers give the same
+order: `streamed_epochs` reads shards (a resume skips the records before its window unparsed) and
+`record_indices` names the records of an in-memory copy, so caching never changes what a run sees.
 """
 
 from __future__ import annotations
@@ -19,6 +18,18 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+_PAD = 498247692  # what `tf.random.experimental.index_shuffle` puts before a [2] seed (the raw op takes 3)
+
+
+def _shuffle(index: tf.Tensor, seed: tf.Tensor, max_index: tf.Tensor) -> tf.Tensor:
+    """`index_shuffle` for one seed [2] or one seed per index [n, 2] (the public op pads the latter wrongly)."""
+    seed = tf.cast(seed, tf.int64)
+    pad = [[1, 0]] if seed.shape.rank == 1 else [[0, 0], [1, 0]]
+    seed = tf.pad(seed, pad, constant_values=_PAD)
+    return tf.raw_ops.RandomIndexShuffle(
+        index=tf.cast(index, tf.int64), seed=seed, max_index=tf.cast(max_index, tf.int64), rounds=4
+    )
+
 
 def _seed(seed: int, pipe: int, epoch: tf.Tensor, salt: int) -> tf.Tensor:
     """A stateless [2] seed for (seed, pipeline, epoch, what it orders)."""
@@ -26,46 +37,18 @@ def _seed(seed: int, pipe: int, epoch: tf.Tensor, salt: int) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64), alg="philox")
 
 
-def in_memory_indices(*, n: int, seed: int, pipe: int, start: int) -> tf.data.Dataset:
-    """Record indices (int64) of elements start, start + 1, ... of an endless stream over n records."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-
-    def index(t: tf.Tensor) -> tf.Tensor:
-        epoch, i = t // n, t % n
-        return tf.random.experimental.index_shuffle(
-            i, _seed(seed, pipe, epoch, 0), tf.constant(n - 1, tf.int64)
-        )
-
-    return tf.data.Dataset.range(start, tf.int64.max).map(index)
+def _window_seed(seed: int, pipe: int, epoch: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+    base = _seed(seed, pipe, epoch, 2)
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(window, tf.int64), alg="philox")
 
 
 def shard_order(num_files: int, *, seed: int, pipe: int, epoch: tf.Tensor) -> tf.Tensor:
     """int64 [num_files]: the order epoch `epoch` reads a pipeline's shards in."""
-    i = tf.range(num_files, dtype=tf.int64)
-    return tf.random.experimental.index_shuffle(
-        i, _seed(seed, pipe, epoch, 1), tf.constant(num_files - 1, tf.int64)
-    )
-
-
-def window_shuffle(
-    records: tf.data.Dataset, *, window: int, seed: int, pipe: int, epoch: tf.Tensor, first_window: tf.Tensor
-) -> tf.data.Dataset:
-    """Shuffle `records` (one epoch, from window `first_window` on) within consecutive windows of
-    `window` elements; the last window may be short. Window w's order depends on (seed, pipe, epoch, w)."""
-
-    def permute(w: tf.Tensor, batch: tf.Tensor) -> tf.data.Dataset:
-        size = tf.cast(tf.shape(batch)[0], tf.int64)
-        seed_w = tf.random.experimental.stateless_fold_in(_seed(seed, pipe, epoch, 2), w, alg="philox")
-        order = tf.random.experimental.index_shuffle(tf.range(size), seed_w, size - 1)
-        return tf.data.Dataset.from_tensor_slices(tf.gather(batch, order))
-
-    windows = records.batch(window).enumerate(start=first_window)
-    return windows.flat_map(permute)
+    return _shuffle(tf.range(num_files, dtype=tf.int64), _seed(seed, pipe, epoch, 1), num_files - 1)
 
 
 def streamed_epochs(
-    files: Sequence[str],
+    num_files: int,
     *,
     records_per_epoch: int,
     read: Callable[[tf.Tensor], tf.data.Dataset],
@@ -74,30 +57,54 @@ def streamed_epochs(
     pipe: int,
     start: int,
 ) -> tf.data.Dataset:
-    """Serialized records of elements start, start + 1, ... of an endless stream over `files`.
+    """Serialized records of elements start, start + 1, ... of an endless stream over `num_files` shards.
 
-    `read(file)` gives one shard's records in file order; `records_per_epoch` is their total (known
-    from the manifests or counted once). Resuming inside an epoch skips whole windows before the
-    current one without parsing them, then drops the start of the current window after shuffling.
+    `read(i)` gives shard i's records in file order; `records_per_epoch` is their total (from the
+    manifests, or counted once). Resuming inside an epoch skips whole windows before the current one
+    without parsing them, then drops the start of the current window after shuffling it.
     """
     if records_per_epoch < 1 or window < 1:
         raise ValueError("records_per_epoch and window must be >= 1")
-    files_t = tf.constant(list(files))
     first_epoch, offset = divmod(start, records_per_epoch)
     first_window, in_window = divmod(offset, window)
 
+    def permute(epoch: tf.Tensor, w: tf.Tensor, batch: tf.Tensor) -> tf.data.Dataset:
+        size = tf.cast(tf.shape(batch)[0], tf.int64)
+        order = _shuffle(tf.range(size), _window_seed(seed, pipe, epoch, w), size - 1)
+        return tf.data.Dataset.from_tensor_slices(tf.gather(batch, order))
+
     def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = shard_order(len(files), seed=seed, pipe=pipe, epoch=epoch)
-        records = tf.data.Dataset.from_tensor_slices(tf.gather(files_t, order)).flat_map(read)
-        skip_windows = tf.where(epoch == first_epoch, tf.constant(first_window, tf.int64), 0)
-        shuffled = window_shuffle(
-            records.skip(skip_windows * window),
-            window=window,
-            seed=seed,
-            pipe=pipe,
-            epoch=epoch,
-            first_window=skip_windows,
-        )
+        order = shard_order(num_files, seed=seed, pipe=pipe, epoch=epoch)
+        records = tf.data.Dataset.from_tensor_slices(order).flat_map(read)
+        first = tf.where(epoch == first_epoch, tf.constant(first_window, tf.int64), 0)
+        windows = records.skip(first * window).batch(window).enumerate(start=first)
+        shuffled = windows.flat_map(lambda w, batch: permute(epoch, w, batch))
         return shuffled.skip(tf.where(epoch == first_epoch, tf.constant(in_window, tf.int64), 0))
 
     return tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch_records)
+
+
+def record_indices(
+    counts: Sequence[int], *, window: int, seed: int, pipe: int, start: int, batch_size: int
+) -> tf.data.Dataset:
+    """Batches [batch_size] of the record index (records numbered in file order) of elements start, ... of
+    the stream `streamed_epochs` reads from files holding `counts` records: the same order, in memory."""
+    if min(counts, default=0) < 0 or sum(counts) < 1 or window < 1:
+        raise ValueError("counts must be >= 0 with a positive total, window >= 1")
+    n = sum(counts)
+    counts_t = tf.constant(list(counts), tf.int64)
+    starts_t = tf.cumsum(counts_t, exclusive=True)
+
+    def indices(t: tf.Tensor) -> tf.Tensor:
+        epoch, p = t // n, t % n
+        w, j = p // window, p % window
+        size = tf.minimum(tf.constant(window, tf.int64), n - w * window)
+        seeds = tf.map_fn(lambda ew: _window_seed(seed, pipe, ew[0], ew[1]), tf.stack([epoch, w], 1))
+        q = w * window + _shuffle(j, seeds, size - 1)  # position in the epoch's shard-ordered sequence
+        order = tf.map_fn(lambda e: shard_order(len(counts), seed=seed, pipe=pipe, epoch=e), epoch)
+        ends = tf.cumsum(tf.gather(counts_t, order), axis=1)  # per element: cumulative counts in read order
+        slot = tf.reduce_sum(tf.cast(ends <= q[:, None], tf.int64), axis=1)
+        file = tf.gather(order, slot, batch_dims=1)
+        return tf.gather(starts_t, file) + q - (tf.gather(ends, slot, batch_dims=1) - tf.gather(counts_t, file))
+
+    return tf.data.Dataset.range(start, tf.int64.max).batch(batch_size).map(indices)

@@ -1,14 +1,10 @@
 """tf.data input pipeline: TFRecord shards (ours or the seed's) -> normalised, resized batches.
 
-files (sharded per input pipeline) -> parallel interleaved reads -> [shuffle + repeat] -> batch ->
-vectorised parse/decode -> resize (area when shrinking: keeps thin strokes) ->
-normalise (ink bright) -> prefetch. Parsing after batching lets raw and seed records decode with
-one op per batch instead of one per image.
-
-With `cache_mb` and a pipeline share that fits, the decoded, resized images are kept in host memory
-as uint8 after the first epoch (reads -> decode + resize -> cache -> shuffle -> repeat -> batch ->
-normalise): later epochs do no parsing or resizing, which on a host whose cores also run the step
-is the input pipeline's whole cost.
+files (sharded per input pipeline) -> reads -> [training: the resumable order of `data.order`] ->
+batch -> vectorised parse/decode -> resize (area when shrinking: keeps thin strokes) -> normalise
+(ink bright) -> prefetch. Parsing after batching lets raw and seed records decode with one op per
+batch instead of one per image. The training path lives in `training_stream` (with its in-memory
+copy under `cache_mb`); this module holds the shared image ops and the evaluation path.
 """
 
 from __future__ import annotations
@@ -18,16 +14,14 @@ import math
 import tensorflow as tf
 
 from tpu_grapheme import option_checks
-from tpu_grapheme.data import shards, tfrecord
+from tpu_grapheme.data import shards, tfrecord, training_stream
 from tpu_grapheme.data.schema import HEIGHT, WIDTH
 from tpu_grapheme.errors import UserError
 
 # Mean / std of the inverted images scaled to [0, 1] (the seed's constants; shared with inference).
 MEAN = 0.053
 STD = 0.165
-READ_BUFFER_BYTES = 8 << 20
 MAX_CYCLE = 16
-DECODE_BATCH = 256  # records parsed + resized per op on the way into the cache
 
 
 def normalize(images: tf.Tensor) -> tf.Tensor:
@@ -98,6 +92,7 @@ def build_dataset(
     resize: tuple[int, int] | None = (HEIGHT, WIDTH),
     training: bool,
     seed: int = 0,
+    start: int = 0,
     deterministic: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     shuffle_buffer: int = 4096,
@@ -110,81 +105,67 @@ def build_dataset(
 ) -> tf.data.Dataset:
     """Batches `(images [B, H, W, 1], labels int32 [B, heads])`; B is the per-replica batch.
 
-    images: float32 normalised (`normalize`) by default; with `normalized=False` the parquet's pixels
-    (uint8 when not resized). `repeat=None` repeats forever when training, once otherwise.
-    `resize_method`: see `resize_method_for`. `cache_mb > 0`: keep decoded images in memory when this pipeline's share fits (`cache_fits`);
-    cached images are resized then rounded to uint8 (at most 0.5/255 from the uncached value).
-    `skipped` (an int64 variable): skip corrupt records instead of failing, and add to it how many
-    records each pass over a shard lost (`skip_corrupt_records`).
+    Training: the resumable order of `data.order` from element `start` of this pipeline's stream,
+    shuffled within windows of `shuffle_buffer` records (`training_stream`); `repeat=None` is endless.
+    Otherwise: every record once, in file order (`repeat` times). images: float32 normalised
+    (`normalize`) by default; with `normalized=False` the parquet's pixels (uint8 when not resized).
+    `cache_mb > 0`: hold this pipeline's decoded images in memory when they fit (`cache_fits`), resized
+    and rounded to uint8 (at most 0.5/255 from the decoded value). `skipped` (an int64 variable): skip
+    corrupt records instead of failing, adding how many each pass over a shard lost.
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     files = shards.list_shards(pattern)
     fmt = shards.check_shards(files)
-    n_pipes, pipe_id = 1, 0
-    if input_context is not None:
-        n_pipes, pipe_id = input_context.num_input_pipelines, input_context.input_pipeline_id
-    shard_files = n_pipes > 1 and len(files) >= n_pipes
-
-    by_record = n_pipes > 1 and not shard_files  # fewer files than pipelines: split each file's records
-    # Records each shard should hold, for the skip count (counted once when every pipeline reads every file).
-    expected = shards.known_counts(files) if skipped is not None and not (by_record and pipe_id) else {}
-    ds = tf.data.Dataset.from_tensor_slices(
-        (files, tf.constant([expected.get(f, -1) for f in files], tf.int64))
-    )
-    if shard_files:
-        ds = ds.shard(n_pipes, pipe_id)
-    n_files = len(files) // n_pipes if shard_files else len(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-
-    def read(f, count):
-        records = tf.data.TFRecordDataset(f, compression_type=fmt.compression, buffer_size=READ_BUFFER_BYTES)
-        if skipped is not None:
-            records = skip_corrupt_records(records, count, skipped)
-        return records.shard(n_pipes, pipe_id) if by_record else records
-
-    ds = ds.interleave(
-        read,
-        cycle_length=max(1, min(n_files, MAX_CYCLE)),
-        block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
-    cache = cache_fits(files, resize=resize, n_pipes=n_pipes, cache_mb=cache_mb)
-    if cache:  # decode + resize once, in big batches, into uint8 kept in memory
-        ds = ds.batch(DECODE_BATCH).map(
-            lambda s: _decode_uint8(s, fmt, resize, resize_method),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=deterministic,
-        )
-        ds = ds.unbatch().cache()
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    epochs = repeat if repeat is not None else (-1 if training else 1)
-    if epochs != 1:
-        ds = ds.repeat(epochs)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    part = training_stream.Partition.of(files, input_context)
 
     def decode(serialized):
         images, labels = tfrecord.parse_batch(serialized, fmt.image_format, fmt.num_labels)
         images = resize_images(images[..., None], resize, resize_method)
-        if normalized:
-            images = normalize(images)
-        return images, labels
+        return (normalize(images) if normalized else images), labels
 
-    def finish(images, labels):  # cached uint8 batch -> the same dtypes as the uncached path
+    def finish(images, labels):  # an in-memory uint8 batch -> the same dtypes as `decode`
         if normalized:
             return normalize(images), labels
         return (tf.cast(images, tf.float32) if resizes(resize) else images), labels
 
-    ds = ds.map(finish if cache else decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
+    in_memory = cache_fits(files, resize=resize, n_pipes=part.n_pipes, cache_mb=cache_mb)
+    if training:
+        ds = training_stream.training_batches(
+            part,
+            fmt,
+            batch_size=batch_size,
+            seed=seed,
+            start=start,
+            window=max(1, shuffle_buffer),
+            decode=decode,
+            decode_uint8=lambda s: _decode_uint8(s, fmt, resize, resize_method),
+            finish=finish,
+            in_memory=in_memory,
+            skipped=skipped,
+            epochs=repeat,
+        )
+    else:
+        ds = _in_file_order(part, fmt, skipped=skipped, deterministic=deterministic)
+        ds = ds.repeat(repeat or 1).batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     opts = tf.data.Options()
-    opts.deterministic = deterministic
+    opts.deterministic = deterministic or training  # the training order is part of a run's state
     if input_context is not None:
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return ds.with_options(opts)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(opts)
+
+
+def _in_file_order(part, fmt, *, skipped, deterministic: bool) -> tf.data.Dataset:
+    """This pipeline's records, interleaved over its files (file order when `deterministic`)."""
+    read = part.reader(fmt, skipped)
+    return tf.data.Dataset.range(len(part.files)).interleave(
+        read,
+        cycle_length=max(1, min(len(part.files), MAX_CYCLE)),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
 
 
 def skip_corrupt_records(records: tf.data.Dataset, count: tf.Tensor, skipped: tf.Variable) -> tf.data.Dataset:

@@ -83,16 +83,20 @@ def known_counts(files: list[str]) -> dict[str, int]:
 def count_records(pattern: str, *, skip_corrupt: bool = False) -> int:
     """Number of records: from manifest.json, else seed-style `NN-COUNT.tfrec` names, else by reading
     (which finds a corrupt shard at start-up; `skip_corrupt`: count the records before the damage)."""
-    files = list_shards(pattern)
+    return sum(file_counts(list_shards(pattern), skip_corrupt=skip_corrupt))
+
+
+def file_counts(files: list[str], *, skip_corrupt: bool = False) -> list[int]:
+    """Records per file, in `files` order: known without reading where possible (`known_counts`)."""
     counts = known_counts(files)
-    total = 0
+    out = []
     for f in files:
         n = counts.get(f)
         if n is None:
             fmt = tfrecord.detect_format(f)
             n = 0 if fmt is None else _count_file(f, fmt.compression, skip_corrupt=skip_corrupt)
-        total += n
-    return total
+        out.append(n)
+    return out
 
 
 def _count_file(path: str, compression: str, *, skip_corrupt: bool = False) -> int:
