@@ -28,9 +28,10 @@ def _trial_dirname(trial: Any) -> str:
 def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float], *, shared_dir: str = "") -> Any:
     """`train_trial` with the fixed values bound, asking for one `bundle` of resources per trial.
 
-    A trial of `workers` > 1 is a Ray Train run (Ray's documented Tune + Train v2 composition: the trial
+    Every trial's run dir lives under `shared_dir` (the experiment dir: `trainable.trial_run_dir`). A
+    trial of `workers` > 1 is a Ray Train run (Ray's documented Tune + Train v2 composition: the trial
     function drives a `TensorflowTrainer`): the trial itself asks for no CPU, each of its workers for
-    `bundle`, and its run dir lives under `shared_dir` (the experiment dir) so every worker's node sees it.
+    `bundle`; the shared storage lets every worker's node see the run dir.
     A `TPU-<gen>-<chips>-head` in the bundle makes the trial drive that multi-host slice.
     """
     import ray.tune
@@ -42,7 +43,7 @@ def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float], *, sha
         fn = ray.tune.with_parameters(train_trial, fixed={**fixed, **per_worker}, shared_dir=shared_dir)
         return ray.tune.with_resources(fn, ray.tune.PlacementGroupFactory([{"memory": TRIAL_DRIVER_MEMORY}]))
     tpu_slice = any(k.endswith("-head") for k in bundle)
-    fn = ray.tune.with_parameters(train_trial, fixed=dict(fixed), tpu_slice=tpu_slice)
+    fn = ray.tune.with_parameters(train_trial, fixed=dict(fixed), shared_dir=shared_dir, tpu_slice=tpu_slice)
     return ray.tune.with_resources(fn, ray.tune.PlacementGroupFactory([dict(bundle)]))
 
 

@@ -88,6 +88,50 @@ def test_cli_input_errors(tmp_path, capsys, argv, message):
     assert exit_.value.code == 2 and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--num-cpus", "0"], "--num-cpus must be at least 1, got 0"),
+        (["--num-cpus", "-1"], "--num-cpus must be at least 1, got -1"),
+        (
+            ["--set", "workers=100", "--num-cpus", "2"],
+            "a trial of workers=100 needs 100 x {'CPU': 1.0}, but the Ray cluster holds only 2 such "
+            "bundle(s) (a local Ray instance of 2 CPUs; --num-cpus sets it)",
+        ),
+        (["--resources", "cpu=4", "--num-cpus", "2"], "no Ray node can hold one trial's resources"),
+    ],
+)
+def test_resources_are_checked_before_ray_starts(tmp_path, capsys, monkeypatch, argv, message):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    with pytest.raises(SystemExit) as exit_:
+        search.main(["--space", "cutmix", "--storage", str(tmp_path / "s"), *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()  # nothing left behind
+
+
+def test_storage_that_is_a_file_or_not_writable_is_refused_before_ray_starts(tmp_path, capsys):
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    for storage, message in [
+        (a_file, f"--storage {a_file}: {a_file} is a file, not a directory"),
+        (a_file / "sub", f"--storage {a_file / 'sub'}: {a_file} is a file, not a directory"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            search.main(["--space", "cutmix", "--storage", str(storage)])
+        assert exit_.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    if os.geteuid() == 0:
+        return  # root writes anywhere: the permission half cannot be seen
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(SystemExit):
+        search.main(["--space", "cutmix", "--storage", str(locked / "tune")])
+    assert capsys.readouterr().err == f"error: --storage {locked / 'tune'}: {locked} is not writable\n"
+    assert os.listdir(locked) == []
+
+
 def test_local_search_refuses_to_join_a_running_cluster_by_accident(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     with pytest.raises(SystemExit) as exit_:
