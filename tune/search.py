@@ -193,7 +193,8 @@ class StopLikeCtrlC:
     the trials stop (each keeps the checkpoint of its last evaluation), the experiment state is saved,
     and `interrupted` tells `main` to print the `--resume` command (Ray marks interrupted trials
     TERMINATED in memory, so their statuses cannot tell). Ray's own SIGINT handler is switched off and
-    its SIGUSR1 one (the same stop) raised instead; a second signal stops at once. Installed just before
+    its SIGUSR1 one (the same stop) raised instead, once every reported checkpoint is registered
+    (`tuner.SettledStop`); a second signal stops at once. Installed just before
     `fit`, after TensorFlow and Ray are imported: TensorFlow's absl failure handler would otherwise dump
     a stack trace on SIGTERM and end the process."""
 
@@ -224,7 +225,7 @@ class StopLikeCtrlC:
         if self.interrupted or not callable(ray_stop):  # a second signal, or Ray's loop not running yet
             raise KeyboardInterrupt(signal.Signals(signum).name)
         self.interrupted = True
-        signal.raise_signal(signal.SIGUSR1)
+        tuner.SettledStop.request()  # Ray's SIGUSR1 stop, once no trial's last checkpoint is in flight
 
 
 @cli_main

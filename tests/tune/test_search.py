@@ -8,6 +8,8 @@ them, and whose process, killed mid-run, is retried and resumes from a reported 
 from __future__ import annotations
 
 import os
+import pathlib
+import re
 import signal
 import textwrap
 
@@ -188,15 +190,23 @@ def interrupted_search(tmp_path_factory, synthetic_dir):
             first.kill()
     with open(log1) as f:
         first_out = f.read()
+    best = pathlib.Path(exp, "best.yaml")
+    first_best = best.read_text() if best.exists() else ""
     second = resume_search(storage, name)
+    after = trial_results(exp)
+    second_best = (best.read_text(), best.stat().st_mtime_ns)
+    third = resume_search(storage, name)  # the search has finished: nothing to do, nothing to change
     return {
         "exp": exp,
         "first_rc": first_rc,
         "first_out": first_out,
         "done_trial": done_rows[0]["trial_id"],
         "before_resume": before_resume,
-        "after": trial_results(exp),
+        "after": after,
         "second": second,
+        "third": third,
+        "third_results": trial_results(exp),
+        "bests": (first_best, second_best, (best.read_text(), best.stat().st_mtime_ns)),
         "synthetic_dir": synthetic_dir,
         "synthetic_mtimes": synthetic_mtimes,
     }
@@ -207,6 +217,20 @@ def test_interrupted_search_says_how_to_resume(interrupted_search):
     assert r["first_rc"] == 130, r["first_out"][-3000:]
     assert "interrupted:" in r["first_out"] and "--resume --storage" in r["first_out"]
     assert "[tune] synthetic data ready" in r["first_out"]
+
+
+def test_best_yaml_is_partial_until_the_end_and_a_finished_search_resumed_keeps_it(interrupted_search):
+    r = interrupted_search
+    first, second, third = r["bests"]
+    assert first.startswith("# best trial ")
+    assert re.search(r"\n# PARTIAL: the search was interrupted with [12] of 3 trials ended", first), first
+    assert "PARTIAL" not in second[0]
+    out = r["third"].stdout + r["third"].stderr
+    assert r["third"].returncode == 0, out[-4000:]
+    assert third == second  # the same bytes, not even rewritten
+    assert r["third_results"] == r["after"]  # no trial ran again
+    for text in (r["first_out"], r["second"].stdout + r["second"].stderr, out):
+        assert "Tuner.restore(" not in text  # only our --resume command is printed
 
 
 def test_resume_finishes_without_rerunning_completed_trials(interrupted_search):
