@@ -16,6 +16,7 @@ import glob
 import os
 import pathlib
 import re
+import shutil
 import signal
 import tempfile
 import time
@@ -196,6 +197,10 @@ def test_killed_worker_with_no_restarts_left_is_one_line_naming_the_death(
         "error: multi-worker training failed: worker 1 died (its process ended); after 0 restart(s) of "
         "the worker group, all that --max-failures 0 allows (the workers' log above has the details)"
     ), text[-4000:]
+    left = _private_dirs(victim)  # no restart, so no next start to remove the killed worker's dir
+    assert left, "the killed worker made no private checkpoint dir"
+    for path in left:
+        shutil.rmtree(path)
 
 
 def test_local_run_dir_the_other_node_cannot_see_is_refused_before_training(tmp_path):
