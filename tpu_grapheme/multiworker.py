@@ -119,10 +119,39 @@ def train_multiworker(cfg: TrainConfig, *, log: Callable[[str], None] = print) -
         try:
             result = build_trainer(cfg).fit()
         except Exception as e:  # a worker's error, after the restarts: one line, the cause in the log above
-            first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-            raise UserError(f"multi-worker training failed: {type(e).__name__}: {first}") from None
+            raise UserError(failure_message(e, cfg.max_failures)) from None
     finally:
         ray.shutdown()
     metrics = dict(result.metrics or {})
     log(f"[train] done: model {RunDir(cfg.run_dir).final_model}")
     return metrics
+
+
+def failure_message(error: BaseException, max_failures: int) -> str:
+    """One line for a `fit` that raised: which worker died or failed, and the restarts used. Ray Train
+    raises a `WorkerGroupError` only once a group failure exceeds `FailureConfig(max_failures)`, so then
+    all `max_failures` restarts were used. A died worker is named before the others: when one rank dies,
+    the rest fail in their next collective (TensorFlow's `CollectiveReduceV2`), which says nothing."""
+    failures = getattr(error, "worker_failures", None) or {}
+    if not failures:
+        return f"multi-worker training failed: {type(error).__name__}: {_last_line(error)}"
+    died = sorted(rank for rank, e in failures.items() if _worker_died(e))
+    if died:
+        what = f"worker {', '.join(map(str, died))} died (its process ended)"
+    else:
+        rank, cause = min(failures.items())
+        what = f"worker {rank} failed: {type(cause).__name__}: {_last_line(cause)}"
+    used = f"after {max_failures} restart(s) of the worker group, all that --max-failures {max_failures} allows"
+    return f"multi-worker training failed: {what}; {used} (the workers' log above has the details)"
+
+
+def _worker_died(error: BaseException) -> bool:
+    """Ray's sign of a dead worker process (kill -9, OOM, a lost node): a `RayActorError`, which Ray
+    Train wraps in a `WorkerHealthCheckFailedError`."""
+    from ray.exceptions import RayActorError
+
+    return isinstance(getattr(error, "health_check_failure", error), RayActorError)
+
+
+def _last_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]

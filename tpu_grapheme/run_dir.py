@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from tpu_grapheme.gfile_io import (
     write_file_atomic,
     write_text_atomic,
 )
+from tpu_grapheme.private_tmp import make_private_dir
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "model_best.keras"
@@ -118,10 +118,10 @@ class RunDir:
     def checkpoint_manager(self, checkpoint: Any, *, max_to_keep: int, chief: bool = True) -> Any:
         """A tf.train.CheckpointManager saving `ckpt-<step>` into the checkpoints dir. Saves are collective
         under a multi-worker strategy: a non-chief worker saves into a private temporary dir instead,
-        which `remove_private_checkpoints` deletes."""
+        which `remove_private_checkpoints` deletes (or the next start, after a kill: `private_tmp`)."""
         import tensorflow as tf
 
-        directory = self.checkpoints if chief else tempfile.mkdtemp(prefix=WORKER_CKPT_PREFIX)
+        directory = self.checkpoints if chief else make_private_dir(WORKER_CKPT_PREFIX)  # a killed one's go
         return tf.train.CheckpointManager(
             checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name=CKPT
         )

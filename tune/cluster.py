@@ -6,6 +6,7 @@ resources, storage a node cannot see) into one `UserError` before any trial star
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,15 @@ from tpu_grapheme.errors import UserError
 from tpu_grapheme.ray_cluster import alive_nodes, check_shared_storage, connect, prepare_data
 from tune.space import SearchSpace
 
-__all__ = ["alive_nodes", "check_shared_storage", "connect", "describe_nodes", "prepare_data", "trial_bundle"]
+__all__ = [
+    "alive_nodes",
+    "check_local",
+    "check_shared_storage",
+    "connect",
+    "describe_nodes",
+    "prepare_data",
+    "trial_bundle",
+]
 
 TRIAL_RESOURCES = ("CPU", "GPU", "TPU")  # the node resources a trial can ask for
 
@@ -86,3 +95,19 @@ def _check_cpu_headroom(
             "Ray cluster, and Ray Train then never starts the next trial's workers: leave a CPU free "
             "(lower --resources cpu or --max-concurrent)"
         )
+
+
+def check_local(space: SearchSpace, num_cpus: int | None, *, address: str | None = None) -> None:
+    """Before Ray starts: `--num-cpus` at least 1, and (for a local instance, no `address`) the trials'
+    CPUs fit in it: the checks `trial_bundle` makes on a running cluster. GPUs and TPUs are known only
+    once Ray has looked, so a space that asks for them is checked after the start."""
+    if num_cpus is not None and num_cpus < 1:
+        raise UserError(f"--num-cpus must be at least 1, got {num_cpus} (leave it out for all CPUs)")
+    if address or space.resources.gpu or space.resources.tpu:
+        return
+    cpus = num_cpus or os.cpu_count() or 1
+    local = {"NodeID": "local", "NodeManagerAddress": "this machine", "Resources": {"CPU": float(cpus)}}
+    try:
+        trial_bundle(space, [local])
+    except UserError as e:
+        raise UserError(f"{e} (a local Ray instance of {cpus} CPUs; --num-cpus sets it)") from None

@@ -1,7 +1,11 @@
-"""Turn a finished search into a ranked table, the best config as YAML and a metric-over-steps plot.
+"""Turn a search into a ranked table, the best config as YAML and a metric-over-steps plot.
 
 `summarize(result_grid, metric=..., param_names=..., target_steps=...)` reads Ray's `ResultGrid` into
 plain `TrialSummary` rows; everything else here works on those rows only, so it is testable without Ray.
+
+How a trial ended comes from Ray's `done` flag on its last result: Ray sets it when the trial function
+returns or the scheduler stops the trial, never when an interrupted search stops it (Ray then marks the
+trial TERMINATED in memory too, so the status alone cannot tell).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tpu_grapheme.config_io import save_yaml
+from tpu_grapheme.config_io import to_yaml
 from tune.space import trial_config
+
+INTERRUPTED = "INTERRUPTED"  # our status for a trial an interrupted search stopped (Ray says TERMINATED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,10 +28,11 @@ class TrialSummary:
     params: dict[str, Any]
     steps: list[int]  # reported steps, in order
     values: list[float]  # the search metric at those steps
-    status: str  # TERMINATED, ERROR, RUNNING, PENDING, PAUSED
+    status: str  # TERMINATED, ERROR, RUNNING, PENDING, PAUSED, or INTERRUPTED
     target_steps: int  # the steps the trial would train for
     error: str = ""
     node_ids: tuple[str, ...] = ()  # nodes the trial reported from
+    done: bool = True  # Ray's `done` on the last result: the trial ended itself or the scheduler ended it
 
     @property
     def last_step(self) -> int:
@@ -40,6 +47,15 @@ class TrialSummary:
         """Ended cleanly before its last step: the scheduler (ASHA) cut it."""
         return self.finished and self.last_step < self.target_steps
 
+    @property
+    def ended(self) -> str:
+        """How the trial ended, as the table says it: completed, stopped early, error, interrupted, ..."""
+        if self.status == "ERROR":
+            return "error"
+        if self.stopped_early:
+            return "stopped early"
+        return "completed" if self.finished else self.status.lower()
+
     def best(self, mode: str) -> float:
         vals = [v for v in self.values if not math.isnan(v)]
         if not vals:
@@ -48,11 +64,16 @@ class TrialSummary:
 
 
 def rank(trials: Sequence[TrialSummary], mode: str) -> list[TrialSummary]:
-    """Best first by each trial's best metric; trials without a result go last."""
+    """Best first by each trial's best metric; trials without a result go last. Ties: the trial that
+    reached the value at the earlier step first, then the smaller trial id (a fixed order, so the same
+    results always rank the same, whatever order Ray lists the trials in)."""
 
-    def key(t: TrialSummary) -> tuple[int, float]:
+    def key(t: TrialSummary) -> tuple[int, float, int, str]:
         b = t.best(mode)
-        return (1, 0.0) if math.isnan(b) else (0, -b if mode == "max" else b)
+        if math.isnan(b):
+            return (1, 0.0, 0, t.trial_id)
+        first = next(s for s, v in zip(t.steps, t.values, strict=True) if v == b)
+        return (0, -b if mode == "max" else b, first, t.trial_id)
 
     return sorted(trials, key=key)
 
@@ -70,34 +91,37 @@ def format_table(trials: Sequence[TrialSummary], *, metric: str, mode: str) -> s
     header = ["trial", *names, f"best {metric}", "last step", "ended"]
     rows = [header]
     for t in ranked:
-        if t.status == "ERROR":
-            ended = "error"
-        elif t.stopped_early:
-            ended = "stopped early"
-        elif t.finished:
-            ended = "completed"
-        else:
-            ended = t.status.lower()
-        rows.append(
-            [
-                t.trial_id,
-                *(_fmt(t.params.get(n, "")) for n in names),
-                _fmt(t.best(mode)),
-                str(t.last_step),
-                ended,
-            ]
-        )
+        params = [_fmt(t.params.get(n, "")) for n in names]
+        rows.append([t.trial_id, *params, _fmt(t.best(mode)), str(t.last_step), t.ended])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def write_best_yaml(best: TrialSummary, fixed: Mapping[str, Any], path: str) -> str:
-    """The winning trial's full TrainConfig (fixed values + its params) for `tpu_grapheme.train --config`."""
-    cfg = trial_config(fixed, best.params)
+def write_best_yaml(
+    best: TrialSummary,
+    fixed: Mapping[str, Any],
+    path: str,
+    *,
+    metric: str = "",
+    mode: str = "max",
+    partial: str = "",
+) -> str:
+    """The winning trial's full TrainConfig (fixed values + its params) for `tpu_grapheme.train --config`,
+    under comment lines naming the trial (and, for an interrupted search, `partial`: why it is the best so
+    far only). The same results give the same bytes; an unchanged file is not rewritten."""
+    header = [f"# best trial {best.trial_id}" + (f": {metric} {best.best(mode):.6g}" if metric else "")]
+    if partial:
+        header.append(f"# PARTIAL: {partial}")
+    text = "\n".join(header) + "\n" + to_yaml(trial_config(fixed, best.params))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_yaml(cfg, path)
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return path
+    with open(path, "w") as f:
+        f.write(text)
     return path
 
 
@@ -131,9 +155,16 @@ def plot_trials(trials: Sequence[TrialSummary], *, metric: str, mode: str, path:
 
 # ------------------------------------------------------------------------------------------------
 def summarize(
-    result_grid: Any, *, metric: str, param_names: Sequence[str], target_steps: int
+    result_grid: Any,
+    *,
+    metric: str,
+    param_names: Sequence[str],
+    target_steps: int,
+    early_stopping: bool = True,
 ) -> list[TrialSummary]:
-    """Read a Ray `ResultGrid` into `TrialSummary` rows (statuses come from the experiment's trials)."""
+    """Read a Ray `ResultGrid` into `TrialSummary` rows (statuses come from the experiment's trials). A
+    TERMINATED trial whose last result is not `done` was stopped by an interrupt: status INTERRUPTED; so
+    is one that ended short of `target_steps` when no scheduler stops trials (`early_stopping` False)."""
     statuses = _trial_statuses(result_grid)
     out = []
     for result in result_grid:
@@ -152,10 +183,13 @@ def summarize(
             (result.metrics or {}).get("trial_id") or os.path.basename(result.path).removeprefix("trial_")
         )
         params = {k: result.config[k] for k in param_names if k in (result.config or {})}
-        status = statuses.get(trial_id, "UNKNOWN")
-        status = "ERROR" if result.error else status
+        done = bool((result.metrics or {}).get("done"))
+        status = "ERROR" if result.error else statuses.get(trial_id, "UNKNOWN")
+        short = bool(steps) and steps[-1] < target_steps
+        if status == "TERMINATED" and (not done or (short and not early_stopping)):
+            status = INTERRUPTED
         error = str(result.error).strip().splitlines()[-1] if result.error else ""
-        out.append(TrialSummary(trial_id, params, steps, values, status, target_steps, error, nodes))
+        out.append(TrialSummary(trial_id, params, steps, values, status, target_steps, error, nodes, done))
     return out
 
 

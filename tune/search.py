@@ -16,6 +16,7 @@ and `trials.png` (the metric per trial over steps) in the experiment dir.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -150,16 +151,25 @@ def describe_space(space: SearchSpace) -> str:
     )
 
 
-def report(trials: list[TrialSummary], space: SearchSpace, out_dir: str) -> dict[str, Any]:
-    """Print the table; write best.yaml and trials.png into `out_dir`."""
+def report(
+    trials: list[TrialSummary], space: SearchSpace, out_dir: str, *, partial: str = ""
+) -> dict[str, Any]:
+    """Print the table; write best.yaml (marked PARTIAL with `partial` when the search is unfinished) and
+    trials.png into `out_dir`."""
     print(format_table(trials, metric=space.metric, mode=space.mode), flush=True)
     out: dict[str, Any] = {"trials": len(trials), "stopped_early": sum(t.stopped_early for t in trials)}
     ranked = [t for t in rank(trials, space.mode) if t.steps]
     if ranked:
         best = ranked[0]
-        out["best_yaml"] = write_best_yaml(best, space.fixed, os.path.join(out_dir, "best.yaml"))
+        path = os.path.join(out_dir, "best.yaml")
+        out["best_yaml"] = write_best_yaml(
+            best, space.fixed, path, metric=space.metric, mode=space.mode, partial=partial
+        )
         out["best_metric"] = best.best(space.mode)
-        print(f"best {space.metric} = {out['best_metric']:.4f} (trial {best.trial_id}): {best.params}")
+        so_far = " so far" if partial else ""
+        print(
+            f"best{so_far} {space.metric} = {out['best_metric']:.4f} (trial {best.trial_id}): {best.params}"
+        )
         print(f"best config: {out['best_yaml']}  (python -m tpu_grapheme.train --config {out['best_yaml']})")
     out["plot"] = plot_trials(
         trials, metric=space.metric, mode=space.mode, path=os.path.join(out_dir, "trials.png")
@@ -168,12 +178,23 @@ def report(trials: list[TrialSummary], space: SearchSpace, out_dir: str) -> dict
     return out
 
 
+class DropRayRestoreHint(logging.Filter):
+    """Drops Ray Tune's "Resume experiment with: Tuner.restore(...)" warning (`ray.tune.tune` logs it when
+    an interrupted `fit` returns): that is Ray's Python API, while this CLI prints its own `--resume`."""
+
+    LOGGER = "ray.tune.tune"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
 class StopLikeCtrlC:
     """SIGTERM (a preempted head VM, a scheduler's timeout) and Ctrl-C both take Ray Tune's graceful stop:
     the trials stop (each keeps the checkpoint of its last evaluation), the experiment state is saved,
     and `interrupted` tells `main` to print the `--resume` command (Ray marks interrupted trials
     TERMINATED in memory, so their statuses cannot tell). Ray's own SIGINT handler is switched off and
-    its SIGUSR1 one (the same stop) raised instead; a second signal stops at once. Installed just before
+    its SIGUSR1 one (the same stop) raised instead, once every reported checkpoint is registered
+    (`tuner.SettledStop`); a second signal stops at once. Installed just before
     `fit`, after TensorFlow and Ray are imported: TensorFlow's absl failure handler would otherwise dump
     a stack trace on SIGTERM and end the process."""
 
@@ -181,14 +202,17 @@ class StopLikeCtrlC:
         self.interrupted = False
         self._previous: dict[int, Any] = {}
         self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        self._hint = DropRayRestoreHint()
 
     def __enter__(self) -> StopLikeCtrlC:
+        logging.getLogger(DropRayRestoreHint.LOGGER).addFilter(self._hint)
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        logging.getLogger(DropRayRestoreHint.LOGGER).removeFilter(self._hint)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         if self._env is None:
@@ -201,14 +225,16 @@ class StopLikeCtrlC:
         if self.interrupted or not callable(ray_stop):  # a second signal, or Ray's loop not running yet
             raise KeyboardInterrupt(signal.Signals(signum).name)
         self.interrupted = True
-        signal.raise_signal(signal.SIGUSR1)
+        tuner.SettledStop.request()  # Ray's SIGUSR1 stop, once no trial's last checkpoint is in flight
 
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = args.storage if paths.is_uri(args.storage) else os.path.abspath(args.storage)
+    storage.check_storage(args.storage)
     space, name, max_failures = _load(args, root)
+    cluster.check_local(space, args.num_cpus, address=args.address)
     exp = storage.experiment_path(root, name)
     local = exp if not paths.is_uri(exp) else os.path.abspath(os.path.join(storage.DEFAULT_STORAGE, name))
     optuna_url = _optuna_url(args, exp, local, name)
@@ -233,19 +259,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         with StopLikeCtrlC() as stop:
             grid = search.fit()
         trials = summarize(
-            grid, metric=space.metric, param_names=list(space.params), target_steps=space.steps
+            grid,
+            metric=space.metric,
+            param_names=list(space.params),
+            target_steps=space.steps,
+            early_stopping=space.scheduler.name == "asha",
         )
     finally:
         ray.shutdown()
 
-    report(trials, space, local)
+    ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)  # interrupted ones are INTERRUPTED
+    unfinished = stop.interrupted or ended < space.trials
+    partial = f"the search was interrupted with {ended} of {space.trials} trials ended" if unfinished else ""
+    report(trials, space, local, partial=partial and f"{partial}; --resume continues it")
     print(dashboards_hint(optuna_url, local), flush=True)
-    pending = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-    if stop.interrupted or pending or len(trials) < space.trials:
+    if unfinished:
         resume = f"python -m tune.search --resume --storage {root} --name {name}"
-        ended = len(trials) - len(pending)
-        if stop.interrupted:  # Ray reports a stopped trial as ended: count the ones that reached the end
-            ended = sum(t.status == "ERROR" or t.last_step >= space.steps for t in trials)
         print(f"interrupted: {ended} of {space.trials} trials ended; continue with: {resume}")
         return EXIT_INTERRUPTED
     return 0

@@ -24,6 +24,20 @@ def experiment_path(storage: str, name: str) -> str:
     return paths.join(storage, name)
 
 
+def check_storage(root: str) -> None:
+    """`--storage` must be a directory this user can write, or creatable in one; one line otherwise, and
+    nothing is created. A URI (gs://) is left to its filesystem."""
+    if paths.is_uri(root):
+        return
+    probe = os.path.abspath(root)
+    while not os.path.lexists(probe):  # the nearest existing ancestor decides
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"--storage {root}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--storage {root}: {probe} is not writable")
+
+
 def _fs(path: str) -> tuple[Any, str]:
     import pyarrow.fs
 

@@ -1,10 +1,16 @@
-"""The Ray Tune function trainable: one trial = one `run_training` call in the trial's own directory.
+"""The Ray Tune function trainable: one trial = one `run_training` call in the trial's own run dir.
 
 Fixed values (including the shared data patterns the driver prepared) come bound through
 `tune.with_parameters`; the sampled params come as the trial's `config`. After every evaluation the loop
-calls `on_eval`, which reports the metrics plus `step` (ASHA's time axis) and the loop's checkpoint dir.
-A retried or resumed trial gets that checkpoint back from `ray.tune.get_checkpoint()`; it is copied into
-`cfg.run_dir/checkpoints` (`RunDir.restore_checkpoints`), where `run_training` resumes from it by itself.
+calls `on_eval`, which reports the metrics plus `step` (ASHA's time axis) and a frozen copy of that
+step's checkpoint. A retried or resumed trial gets the checkpoint of its last report back from
+`ray.tune.get_checkpoint()`; it replaces `<run dir>/checkpoints` (`RunDir.restore_checkpoints`), where
+`run_training` resumes from it by itself.
+
+The run dir is `<experiment>/runs/trial_<id>` (`trial_run_dir`), on the experiment's storage and outside
+Ray's trial dir (`get_trial_dir()`): Ray's experiment syncer copies the trial dirs on the driver's node
+while they change, and a live run dir there (checkpoints rotated away, files renamed into place while it
+copies) made that copy fail and lose the round's experiment state.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from typing import Any
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import paths
 from tpu_grapheme.errors import UserError
+from tpu_grapheme.gfile_io import remove_tree
 from tpu_grapheme.run_dir import RunDir
 from tune.space import trial_config
+
+RUNS = "runs"  # the experiment's subdir of trial run dirs, beside Ray's own trial_<id> dirs
 
 
 def train_trial(
@@ -31,16 +40,20 @@ def train_trial(
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per eval
     ctx = ray.tune.get_context()
-    cfg = trial_config(fixed, config, output_dir=ctx.get_trial_dir())  # the run lives in the trial's dir
+    cfg = trial_config(fixed, config, **trial_run_dir(shared_dir, ctx.get_trial_id()))
     if cfg.workers > 1:
-        train_multiworker_trial(cfg, shared_dir=shared_dir, trial_id=ctx.get_trial_id())
+        train_multiworker_trial(cfg)
         return
     if tpu_slice:
         cfg = cfg.replace(strategy="tpu", tpu=slice_name(cfg.tpu))
     run_dir = RunDir(cfg.run_dir)
-    restored = run_dir.restore_checkpoints(ray.tune.get_checkpoint())
-    if restored:
-        print(f"[tune] trial {ctx.get_trial_name()}: resuming from the reported checkpoint ({restored})")
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is None:  # nothing reported yet: a retry starts afresh, not from an unreported save
+        remove_tree(run_dir.checkpoints)
+    elif run_dir.restore_checkpoints(checkpoint):
+        print(
+            f"[tune] trial {ctx.get_trial_name()}: resuming from the reported checkpoint ({checkpoint.path})"
+        )
     if ray.get_gpu_ids():
         # Trials that share a machine's GPUs must not each grab all GPU memory up front. The variable
         # covers a TensorFlow that already initialised its GPUs (set before TensorFlow is imported).
@@ -64,7 +77,14 @@ def train_trial(
     run_training(cfg, on_eval=on_eval)
 
 
-def train_multiworker_trial(cfg: TrainConfig, *, shared_dir: str, trial_id: str) -> None:
+def trial_run_dir(shared_dir: str, trial_id: str) -> dict[str, str]:
+    """The TrainConfig fields that put a trial's run dir at `<shared_dir>/runs/trial_<id>`."""
+    if not shared_dir:
+        raise ValueError("a trial needs the experiment dir (shared_dir) for its run dir")
+    return {"output_dir": paths.join(shared_dir, RUNS), "run_name": f"trial_{trial_id}"}
+
+
+def train_multiworker_trial(cfg: TrainConfig) -> None:
     """A trial that is itself a `cfg.workers`-worker Ray Train run, as Ray documents Tune + Train (v2):
     this function drives a `TensorflowTrainer`; `TuneReportCallback` hands each report of worker 0 (the
     loop's metrics, `step` for ASHA, and the path of the checkpoint Ray Train persisted) to this trial.
@@ -73,7 +93,6 @@ def train_multiworker_trial(cfg: TrainConfig, *, shared_dir: str, trial_id: str)
 
     from tpu_grapheme.multiworker import build_trainer
 
-    cfg = cfg.replace(output_dir=paths.join(shared_dir, "runs"), run_name=f"trial_{trial_id}")
     build_trainer(cfg, report_checkpoints=True, callbacks=[TuneReportCallback()]).fit()
 
 

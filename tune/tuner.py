@@ -1,11 +1,14 @@
 """Assemble the Ray Tune `Tuner` of a search: trainable with its resources, Optuna searcher, ASHA, reporter,
 and the dashboards' writers (the Optuna study in an RDB storage, TensorBoard's HParams sessions).
 
-Also `AshaRungState`, which keeps ASHA's rung records across `--resume` (Ray does not save them).
+Also `AshaRungState`, which keeps ASHA's rung records across `--resume` (Ray does not save them), and
+`SettledStop`, which holds an interrupt until every reported checkpoint is registered.
 """
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +31,10 @@ def _trial_dirname(trial: Any) -> str:
 def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float], *, shared_dir: str = "") -> Any:
     """`train_trial` with the fixed values bound, asking for one `bundle` of resources per trial.
 
-    A trial of `workers` > 1 is a Ray Train run (Ray's documented Tune + Train v2 composition: the trial
+    Every trial's run dir lives under `shared_dir` (the experiment dir: `trainable.trial_run_dir`). A
+    trial of `workers` > 1 is a Ray Train run (Ray's documented Tune + Train v2 composition: the trial
     function drives a `TensorflowTrainer`): the trial itself asks for no CPU, each of its workers for
-    `bundle`, and its run dir lives under `shared_dir` (the experiment dir) so every worker's node sees it.
+    `bundle`; the shared storage lets every worker's node see the run dir.
     A `TPU-<gen>-<chips>-head` in the bundle makes the trial drive that multi-host slice.
     """
     import ray.tune
@@ -42,7 +46,7 @@ def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float], *, sha
         fn = ray.tune.with_parameters(train_trial, fixed={**fixed, **per_worker}, shared_dir=shared_dir)
         return ray.tune.with_resources(fn, ray.tune.PlacementGroupFactory([{"memory": TRIAL_DRIVER_MEMORY}]))
     tpu_slice = any(k.endswith("-head") for k in bundle)
-    fn = ray.tune.with_parameters(train_trial, fixed=dict(fixed), tpu_slice=tpu_slice)
+    fn = ray.tune.with_parameters(train_trial, fixed=dict(fixed), shared_dir=shared_dir, tpu_slice=tpu_slice)
     return ray.tune.with_resources(fn, ray.tune.PlacementGroupFactory([dict(bundle)]))
 
 
@@ -97,6 +101,40 @@ class AshaRungState(Callback):
                 recorded.update(saved_recorded)
 
 
+class SettledStop(Callback):
+    """Ray Tune's graceful stop (its SIGUSR1 handler), held until no trial is between a report and the
+    registration of its checkpoint. Ray takes a reported checkpoint in two steps: it records the result
+    (the trial's result.json row), then fetches the checkpoint in a `save` call; a stop between the two
+    saved an experiment state whose last result was a step ahead of its checkpoint, and the resumed
+    trial went one report back. `request` asks for the stop; `on_step_end` of the tuning loop raises it
+    once every save is in (or after `TIMEOUT_S`). The state is the class's: `Tuner.restore` unpickles
+    its own instance of the callback."""
+
+    TIMEOUT_S = 30.0
+    _requested_at: float | None = None
+    _active = False
+
+    @classmethod
+    def request(cls) -> None:
+        if not cls._active:  # an experiment started without this callback: stop at once
+            signal.raise_signal(signal.SIGUSR1)
+            return
+        cls._requested_at = time.monotonic()
+
+    def setup(self, **info: Any) -> None:
+        SettledStop._active, SettledStop._requested_at = True, None
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        at = SettledStop._requested_at
+        if at is None or (any(t.is_saving for t in trials) and time.monotonic() - at < self.TIMEOUT_S):
+            return
+        SettledStop._requested_at = None
+        signal.raise_signal(signal.SIGUSR1)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        SettledStop._active = False
+
+
 def build_scheduler(space: SearchSpace) -> ASHAScheduler | None:
     """ASHA on `step` (the trials' time axis), or None for FIFO."""
     if space.scheduler.name != "asha":
@@ -145,7 +183,7 @@ def build_tuner(
     from tune.hparams_log import HParamsLog
 
     scheduler = build_scheduler(space)
-    callbacks: list[Any] = [AshaRungState(scheduler)] if scheduler else []
+    callbacks: list[Any] = [SettledStop(), *([AshaRungState(scheduler)] if scheduler else [])]
     if hparams_dir:
         callbacks.append(HParamsLog(space, hparams_dir))
     tune_config = ray.tune.TuneConfig(
@@ -164,7 +202,7 @@ def build_tuner(
         failure_config=ray.tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),
         progress_reporter=build_reporter(space),
-        callbacks=callbacks or None,
+        callbacks=callbacks,
         verbose=1,
     )
     return ray.tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)

@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import pathlib
 import re
+import shutil
 import signal
+import tempfile
 import time
 
 import numpy as np
@@ -123,15 +126,15 @@ def test_two_workers_allreduce_and_train_like_one_process_with_the_union_batch(
         assert diff < 1e-5
 
 
-def test_killed_worker_restarts_the_group_and_the_run_resumes_to_the_end(
-    ray_cluster, synthetic_dir, tmp_path
-):
+def _train_and_kill_worker_1(ray_cluster, synthetic_dir, tmp_path, *, max_failures: int):
+    """`train --workers 2` on the loopback cluster; worker 1 killed with SIGKILL after the first
+    checkpoint. Returns (exit code, log text, the killed pid, seconds from the kill to the end)."""
     output = tmp_path / "runs"
     flags = [f"--{k}={v}" for k, v in TINY_RUN.items()]
     cmd = [
         *("python", "-m", "tpu_grapheme.train"),
         *flags,
-        *("--workers", "2", "--max-failures", "2", "--address", ray_cluster["address"]),
+        *("--workers", "2", "--max-failures", str(max_failures), "--address", ray_cluster["address"]),
         *("--synthetic-dir", synthetic_dir, "--output-dir", str(output), "--run-name", "mw"),
     ]
     cmd[0] = __import__("sys").executable
@@ -153,7 +156,21 @@ def test_killed_worker_restarts_the_group_and_the_run_resumes_to_the_end(
     finally:
         if proc.poll() is None:
             proc.kill()
-    text = pathlib.Path(log).read_text()
+    return rc, pathlib.Path(log).read_text(), victim, elapsed
+
+
+def _private_dirs(pid: int) -> list[str]:
+    from tpu_grapheme.run_dir import WORKER_CKPT_PREFIX
+
+    return glob.glob(os.path.join(tempfile.gettempdir(), f"{WORKER_CKPT_PREFIX}{pid}_*"))
+
+
+def test_killed_worker_restarts_the_group_and_the_run_resumes_to_the_end(
+    ray_cluster, synthetic_dir, tmp_path
+):
+    rc, text, victim, elapsed = _train_and_kill_worker_1(ray_cluster, synthetic_dir, tmp_path, max_failures=2)
+    output = tmp_path / "runs"
+    history = output / "mw" / "history.json"
     assert rc == 0, text[-4000:]
     starts = list(dict.fromkeys(re.findall(r"\[worker 0/2\] pid (\d+)", text)))  # Ray may echo a line twice
     resumed = re.findall(r"resumed from \S+ckpt-(\d+) at step (\d+)", text)
@@ -166,6 +183,24 @@ def test_killed_worker_restarts_the_group_and_the_run_resumes_to_the_end(
 
     steps = [row["step"] for row in json.loads(history.read_text())]
     assert steps == sorted(set(steps)) and steps[-1] == KILL_STEPS
+    # The killed worker could not delete its private checkpoint dir; the restarted group's did.
+    assert not _private_dirs(victim)
+
+
+def test_killed_worker_with_no_restarts_left_is_one_line_naming_the_death(
+    ray_cluster, synthetic_dir, tmp_path
+):
+    rc, text, victim, _ = _train_and_kill_worker_1(ray_cluster, synthetic_dir, tmp_path, max_failures=0)
+    assert rc == 2, text[-4000:]
+    last = text.strip().splitlines()[-1]
+    assert last == (
+        "error: multi-worker training failed: worker 1 died (its process ended); after 0 restart(s) of "
+        "the worker group, all that --max-failures 0 allows (the workers' log above has the details)"
+    ), text[-4000:]
+    left = _private_dirs(victim)  # no restart, so no next start to remove the killed worker's dir
+    assert left, "the killed worker made no private checkpoint dir"
+    for path in left:
+        shutil.rmtree(path)
 
 
 def test_local_run_dir_the_other_node_cannot_see_is_refused_before_training(tmp_path):

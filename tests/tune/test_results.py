@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import math
+import os
+import pathlib
+import types
 
 from tpu_grapheme.config import from_dict
 from tpu_grapheme.config_io import load_yaml
-from tune.results import TrialSummary, format_table, plot_trials, rank, write_best_yaml
+from tune.results import (
+    INTERRUPTED,
+    TrialSummary,
+    format_table,
+    plot_trials,
+    rank,
+    summarize,
+    write_best_yaml,
+)
 
 
 def trials() -> list[TrialSummary]:
@@ -47,3 +58,77 @@ def test_plot_writes_a_png(tmp_path):
     path = plot_trials(trials(), metric="hierarchical_recall", mode="max", path=str(tmp_path / "p.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_trial_says_so_and_asha_cuts_only_done_trials():
+    """Ray marks a trial an interrupted search stopped TERMINATED, but its last result is not `done`."""
+    cut = TrialSummary("b", {}, [10], [0.05], "TERMINATED", 40, done=True)
+    assert cut.ended == "stopped early"
+    stopped = TrialSummary("e", {}, [10], [0.2], INTERRUPTED, 40, done=False)
+    assert stopped.ended == "interrupted" and not stopped.stopped_early
+    lines = format_table([cut, stopped], metric="m", mode="max").splitlines()
+    assert lines[2].split()[0] == "e" and lines[2].endswith("interrupted")
+
+
+def _grid(*rows):
+    """A stand-in for Ray's ResultGrid: (trial id, status, steps, values, last result's done)."""
+    import pandas as pd
+
+    trials = [types.SimpleNamespace(trial_id=i, status=st) for i, st, *_ in rows]
+    results = [
+        types.SimpleNamespace(
+            metrics={"trial_id": i, "done": done},
+            metrics_dataframe=pd.DataFrame({"step": steps, "m": values}),
+            config={},
+            path=f"/x/trial_{i}",
+            error=None,
+        )
+        for i, _, steps, values, done in rows
+    ]
+
+    class Grid(list):
+        _experiment_analysis = types.SimpleNamespace(trials=trials)
+
+    return Grid(results)
+
+
+def test_summarize_reads_interruption_from_rays_done_flag():
+    grid = _grid(
+        ("a", "TERMINATED", [10, 20], [0.1, 0.2], True),  # reached the end
+        ("b", "TERMINATED", [10], [0.1], True),  # ASHA's STOP sets done
+        ("c", "TERMINATED", [10], [0.3], False),  # stopped by the interrupt
+        ("d", "PENDING", [], [], False),
+    )
+    ended = {t.trial_id: t.ended for t in summarize(grid, metric="m", param_names=[], target_steps=20)}
+    assert ended == {"a": "completed", "b": "stopped early", "c": "interrupted", "d": "pending"}
+    # Without a scheduler that stops trials, a trial short of its steps was interrupted, whatever `done`.
+    fifo = summarize(grid, metric="m", param_names=[], target_steps=20, early_stopping=False)
+    assert [t.ended for t in fifo] == ["completed", "interrupted", "interrupted", "pending"]
+
+
+def test_ties_rank_by_the_step_that_reached_the_value_then_trial_id():
+    tied = [
+        TrialSummary("z", {}, [10, 20], [0.5, 0.5], "TERMINATED", 20),
+        TrialSummary("y", {}, [10, 20], [0.1, 0.5], "TERMINATED", 20),
+        TrialSummary("x", {}, [10, 20], [0.1, 0.5], "TERMINATED", 20),
+    ]
+    for order in (tied, tied[::-1], [tied[1], tied[0], tied[2]]):
+        assert [t.trial_id for t in rank(order, "max")] == ["z", "x", "y"]
+
+
+def test_best_yaml_says_partial_and_is_not_rewritten_when_unchanged(tmp_path):
+    best = rank(trials(), "max")[0]
+    fixed = {"arch": "tiny", "steps": 40}
+    path = str(tmp_path / "best.yaml")
+    write_best_yaml(best, fixed, path, metric="hierarchical_recall", partial="interrupted, 1 of 4 ended")
+    with open(path) as f:
+        first, second = f.readline(), f.readline()
+    assert first == "# best trial c: hierarchical_recall 0.6\n"
+    assert second == "# PARTIAL: interrupted, 1 of 4 ended\n"
+    assert from_dict(load_yaml(path)).max_lr == 5e-3  # still what `train --config` reads
+    write_best_yaml(best, fixed, path, metric="hierarchical_recall")
+    text = pathlib.Path(path).read_text()
+    assert "PARTIAL" not in text
+    os.utime(path, (0, 0))
+    write_best_yaml(best, fixed, path, metric="hierarchical_recall")  # the same results again
+    assert os.stat(path).st_mtime == 0 and pathlib.Path(path).read_text() == text

@@ -8,6 +8,8 @@ them, and whose process, killed mid-run, is retried and resumes from a reported 
 from __future__ import annotations
 
 import os
+import pathlib
+import re
 import signal
 import textwrap
 
@@ -88,6 +90,50 @@ def test_cli_input_errors(tmp_path, capsys, argv, message):
     assert exit_.value.code == 2 and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--num-cpus", "0"], "--num-cpus must be at least 1, got 0"),
+        (["--num-cpus", "-1"], "--num-cpus must be at least 1, got -1"),
+        (
+            ["--set", "workers=100", "--num-cpus", "2"],
+            "a trial of workers=100 needs 100 x {'CPU': 1.0}, but the Ray cluster holds only 2 such "
+            "bundle(s) (a local Ray instance of 2 CPUs; --num-cpus sets it)",
+        ),
+        (["--resources", "cpu=4", "--num-cpus", "2"], "no Ray node can hold one trial's resources"),
+    ],
+)
+def test_resources_are_checked_before_ray_starts(tmp_path, capsys, monkeypatch, argv, message):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    with pytest.raises(SystemExit) as exit_:
+        search.main(["--space", "cutmix", "--storage", str(tmp_path / "s"), *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()  # nothing left behind
+
+
+def test_storage_that_is_a_file_or_not_writable_is_refused_before_ray_starts(tmp_path, capsys):
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    for storage, message in [
+        (a_file, f"--storage {a_file}: {a_file} is a file, not a directory"),
+        (a_file / "sub", f"--storage {a_file / 'sub'}: {a_file} is a file, not a directory"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            search.main(["--space", "cutmix", "--storage", str(storage)])
+        assert exit_.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    if os.geteuid() == 0:
+        return  # root writes anywhere: the permission half cannot be seen
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(SystemExit):
+        search.main(["--space", "cutmix", "--storage", str(locked / "tune")])
+    assert capsys.readouterr().err == f"error: --storage {locked / 'tune'}: {locked} is not writable\n"
+    assert os.listdir(locked) == []
+
+
 def test_local_search_refuses_to_join_a_running_cluster_by_accident(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     with pytest.raises(SystemExit) as exit_:
@@ -144,15 +190,23 @@ def interrupted_search(tmp_path_factory, synthetic_dir):
             first.kill()
     with open(log1) as f:
         first_out = f.read()
+    best = pathlib.Path(exp, "best.yaml")
+    first_best = best.read_text() if best.exists() else ""
     second = resume_search(storage, name)
+    after = trial_results(exp)
+    second_best = (best.read_text(), best.stat().st_mtime_ns)
+    third = resume_search(storage, name)  # the search has finished: nothing to do, nothing to change
     return {
         "exp": exp,
         "first_rc": first_rc,
         "first_out": first_out,
         "done_trial": done_rows[0]["trial_id"],
         "before_resume": before_resume,
-        "after": trial_results(exp),
+        "after": after,
         "second": second,
+        "third": third,
+        "third_results": trial_results(exp),
+        "bests": (first_best, second_best, (best.read_text(), best.stat().st_mtime_ns)),
         "synthetic_dir": synthetic_dir,
         "synthetic_mtimes": synthetic_mtimes,
     }
@@ -163,6 +217,20 @@ def test_interrupted_search_says_how_to_resume(interrupted_search):
     assert r["first_rc"] == 130, r["first_out"][-3000:]
     assert "interrupted:" in r["first_out"] and "--resume --storage" in r["first_out"]
     assert "[tune] synthetic data ready" in r["first_out"]
+
+
+def test_best_yaml_is_partial_until_the_end_and_a_finished_search_resumed_keeps_it(interrupted_search):
+    r = interrupted_search
+    first, second, third = r["bests"]
+    assert first.startswith("# best trial ")
+    assert re.search(r"\n# PARTIAL: the search was interrupted with [12] of 3 trials ended", first), first
+    assert "PARTIAL" not in second[0]
+    out = r["third"].stdout + r["third"].stderr
+    assert r["third"].returncode == 0, out[-4000:]
+    assert third == second  # the same bytes, not even rewritten
+    assert r["third_results"] == r["after"]  # no trial ran again
+    for text in (r["first_out"], r["second"].stdout + r["second"].stderr, out):
+        assert "Tuner.restore(" not in text  # only our --resume command is printed
 
 
 def test_resume_finishes_without_rerunning_completed_trials(interrupted_search):
