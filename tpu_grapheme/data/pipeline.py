@@ -9,6 +9,7 @@ copy under `cache_mb`); this module holds the shared image ops and the evaluatio
 
 from __future__ import annotations
 
+import functools
 import math
 
 import tensorflow as tf
@@ -118,17 +119,8 @@ def build_dataset(
     files = shards.list_shards(pattern)
     fmt = shards.check_shards(files)
     part = training_stream.Partition.of(files, input_context)
-
-    def decode(serialized):
-        images, labels = tfrecord.parse_batch(serialized, fmt.image_format, fmt.num_labels)
-        images = resize_images(images[..., None], resize, resize_method)
-        return (normalize(images) if normalized else images), labels
-
-    def finish(images, labels):  # an in-memory uint8 batch -> the same dtypes as `decode`
-        if normalized:
-            return normalize(images), labels
-        return (tf.cast(images, tf.float32) if resizes(resize) else images), labels
-
+    decode = functools.partial(_decode, fmt=fmt, resize=resize, method=resize_method, normalized=normalized)
+    finish = functools.partial(_finish, resize=resize, normalized=normalized)
     in_memory = cache_fits(files, resize=resize, n_pipes=part.n_pipes, cache_mb=cache_mb)
     if training:
         ds = training_stream.training_batches(
@@ -154,6 +146,20 @@ def build_dataset(
     if input_context is not None:
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.prefetch(tf.data.AUTOTUNE).with_options(opts)
+
+
+def _decode(serialized, *, fmt, resize, method: str, normalized: bool):
+    """A batch of serialized records -> (images as `build_dataset` returns them, labels)."""
+    images, labels = tfrecord.parse_batch(serialized, fmt.image_format, fmt.num_labels)
+    images = resize_images(images[..., None], resize, method)
+    return (normalize(images) if normalized else images), labels
+
+
+def _finish(images, labels, *, resize, normalized: bool):
+    """An in-memory uint8 batch -> the same dtypes as `_decode` gives."""
+    if normalized:
+        return normalize(images), labels
+    return (tf.cast(images, tf.float32) if resizes(resize) else images), labels
 
 
 def _in_file_order(part, fmt, *, skipped, deterministic: bool) -> tf.data.Dataset:

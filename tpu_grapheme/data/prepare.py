@@ -10,6 +10,8 @@ shard under a `.partial` name, renamed when complete. The manifest is written la
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import math
 import os
 import tempfile
@@ -79,54 +81,17 @@ def prepare(
     n = len(df)
     position = np.empty(n, np.int64)
     position[np.random.default_rng(shuffle_seed).permutation(n)] = np.arange(n)
-    row_of = {image_id: i for i, image_id in enumerate(df["image_id"])}
     layout = BENGALI  # a Kaggle train.csv: the competition's heads
     labels = df[list(layout.names)].to_numpy(np.int64)
-    written = np.zeros(n, bool)
-    per_shard = num_shards = 0
-    spills: list[tfrecord.ShardWriter] = []
-    slots: list[list[int]] = []
-    bar = tqdm(total=n, unit="img", desc="encode", disable=not progress, smoothing=0.1)
+    split = _Split({image_id: i for i, image_id in enumerate(df["image_id"])}, labels, position)
     with tempfile.TemporaryDirectory(prefix="tpu_grapheme_prepare_") as spill_dir:
+        spill = _Spill(spill_dir, rows=n, shard_mb=shard_mb, image_format=image_format)
         try:
-            for path in files:
-                for ids, images in kaggle.iter_parquet_images(path, batch_rows=batch_rows):
-                    rows = [row_of.get(i, -1) for i in ids]
-                    if not per_shard:  # size records from the first batch (PNG sizes vary)
-                        sample = [
-                            len(
-                                tfrecord.encode_example(
-                                    ids[k], images[k], labels[max(r, 0)], image_format=image_format
-                                )
-                            )
-                            for k, r in enumerate(rows[:16])
-                        ]
-                        rec_bytes = float(np.mean(sample)) if sample else NUM_PIXELS + _RECORD_OVERHEAD
-                        per_shard = max(1, int(shard_mb * 1e6 // rec_bytes))
-                        num_shards = math.ceil(n / per_shard)
-                        per_shard = math.ceil(n / num_shards)  # even shards
-                        spills = [
-                            tfrecord.ShardWriter(os.path.join(spill_dir, f"{s}.spill"))
-                            for s in range(num_shards)
-                        ]
-                        slots = [[] for _ in range(num_shards)]
-                    for k, r in enumerate(rows):
-                        if r < 0 or written[r]:  # not in this split, or a duplicate across parquets
-                            continue
-                        written[r] = True
-                        shard = int(position[r] // per_shard)
-                        rec = tfrecord.encode_example(ids[k], images[k], labels[r], image_format=image_format)
-                        spills[shard].write(rec)
-                        slots[shard].append(int(position[r]))
-                        bar.update(1)
-            for w in spills:
-                w.close()
-            bar.close()
-            shards = _write_shards(spill_dir, out_dir, slots, progress)
+            written = _spill_split(files, split, spill, batch_rows=batch_rows, progress=progress)
+            spill.close()
+            shards = _write_shards(spill_dir, out_dir, spill.slots, progress)
         except BaseException:
-            for w in spills:
-                if tf.io.gfile.exists(w.tmp_path):
-                    w.abort()
+            spill.abort()
             raise
     class_counts = {
         name: np.bincount(labels[written, h], minlength=c).tolist()
@@ -144,6 +109,71 @@ def prepare(
         parquet_pattern=pattern,
         shuffle_seed=shuffle_seed,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    """The split's rows: image id -> row, labels per row, and each row's place in the shuffled order."""
+
+    row_of: dict[str, int]
+    labels: np.ndarray
+    position: np.ndarray
+
+
+class _Spill:
+    """Records spilled to one temp file per shard in the split's shuffled order; the shard size comes
+    from the encoded size of the first records (PNG sizes vary)."""
+
+    def __init__(self, spill_dir: str, *, rows: int, shard_mb: float, image_format: str) -> None:
+        self.dir, self.rows, self.shard_mb, self.image_format = spill_dir, rows, shard_mb, image_format
+        self.writers: list[tfrecord.ShardWriter] = []
+        self.slots: list[list[int]] = []
+        self.per_shard = 0
+
+    def size_from(self, sample: list[bytes]) -> None:
+        rec_bytes = float(np.mean([len(r) for r in sample])) if sample else NUM_PIXELS + _RECORD_OVERHEAD
+        per_shard = max(1, int(self.shard_mb * 1e6 // rec_bytes))
+        num_shards = math.ceil(self.rows / per_shard)
+        self.per_shard = math.ceil(self.rows / num_shards)  # even shards
+        self.writers = [tfrecord.ShardWriter(os.path.join(self.dir, f"{s}.spill")) for s in range(num_shards)]
+        self.slots = [[] for _ in range(num_shards)]
+
+    def add(self, position: int, record: bytes) -> None:
+        shard = position // self.per_shard
+        self.writers[shard].write(record)
+        self.slots[shard].append(position)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+    def abort(self) -> None:
+        for w in self.writers:
+            if tf.io.gfile.exists(w.tmp_path):
+                w.abort()
+
+
+def _spill_split(
+    files: list[str], split: _Split, spill: _Spill, *, batch_rows: int, progress: bool
+) -> np.ndarray:
+    """Encode every image of the split from the parquets into `spill`; returns which rows were found."""
+    written = np.zeros(len(split.labels), bool)
+    encode = functools.partial(tfrecord.encode_example, image_format=spill.image_format)
+    with tqdm(total=len(written), unit="img", desc="encode", disable=not progress, smoothing=0.1) as bar:
+        for path in files:
+            for ids, images in kaggle.iter_parquet_images(path, batch_rows=batch_rows):
+                rows = [split.row_of.get(i, -1) for i in ids]
+                if not spill.per_shard:
+                    spill.size_from(
+                        [encode(ids[k], images[k], split.labels[max(r, 0)]) for k, r in enumerate(rows[:16])]
+                    )
+                for k, r in enumerate(rows):
+                    if r < 0 or written[r]:  # not in this split, or a duplicate across parquets
+                        continue
+                    written[r] = True
+                    spill.add(int(split.position[r]), encode(ids[k], images[k], split.labels[r]))
+                    bar.update(1)
+    return written
 
 
 def _write_shards(spill_dir: str, out_dir: str, slots: list[list[int]], progress: bool) -> list[dict]:
