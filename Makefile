@@ -19,6 +19,7 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check tpu_grapheme tune benchmarks tests setup.py
+	$(VENV)/bin/lint-imports --no-cache  # the layer contracts of docs/ARCHITECTURE.md (pyproject.toml)
 	$(PY) -m pytest -q -n 2 --dist loadgroup  # two workers; the groups are in tests/conftest.py
 
 lint: $(STAMP)

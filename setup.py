@@ -38,6 +38,7 @@ setup(
             "pytest>=8,<9.2",  # 9.2 breaks xdist's --dist loadgroup (pytest-xdist#1386)
             "pytest-xdist>=3.5",
             "ruff>=0.6",
+            "import-linter>=2.1,<3",  # `make test` checks the layer contracts in pyproject.toml
             "scikit-learn>=1.4",
             "efficientnet>=1.1.1,<2",
         ],

@@ -105,6 +105,8 @@ def record_indices(
         ends = tf.cumsum(tf.gather(counts_t, order), axis=1)  # per element: cumulative counts in read order
         slot = tf.reduce_sum(tf.cast(ends <= q[:, None], tf.int64), axis=1)
         file = tf.gather(order, slot, batch_dims=1)
-        return tf.gather(starts_t, file) + q - (tf.gather(ends, slot, batch_dims=1) - tf.gather(counts_t, file))
+        return (
+            tf.gather(starts_t, file) + q - (tf.gather(ends, slot, batch_dims=1) - tf.gather(counts_t, file))
+        )
 
     return tf.data.Dataset.range(start, tf.int64.max).batch(batch_size).map(indices)

@@ -174,29 +174,6 @@ def _in_file_order(part, fmt, *, skipped, deterministic: bool) -> tf.data.Datase
     )
 
 
-def skip_corrupt_records(records: tf.data.Dataset, count: tf.Tensor, skipped: tf.Variable) -> tf.data.Dataset:
-    """One shard's records up to its first corrupt one; at the end of each pass `count - read` (records
-    the shard should hold, from its manifest or `NN-COUNT` name, -1 unknown) is added to `skipped`.
-
-    TFRecordDataset gives up on a file at its first bad record, so what is lost is the rest of the
-    shard: the count is exact per pass whenever the shard's record count is known without reading.
-    """
-    body = records.ignore_errors().map(lambda r: (r, False))
-    ends = body.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
-
-    def tally(n, item):
-        record, end = item
-        lost = tf.where(end & (count >= 0), tf.maximum(count - n, 0), tf.constant(0, tf.int64))
-        return n + 1, (record, end, lost)
-
-    def note(record, end, lost):
-        with tf.control_dependencies([skipped.assign_add(lost)]):
-            return tf.identity(record), end
-
-    ds = ends.scan(tf.constant(0, tf.int64), tally).map(note)
-    return ds.filter(lambda record, end: tf.logical_not(end)).map(lambda record, end: record)
-
-
 def _decode_uint8(
     serialized: tf.Tensor, fmt: tfrecord.RecordFormat, resize, method: str
 ) -> tuple[tf.Tensor, tf.Tensor]:

@@ -17,10 +17,7 @@ import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # type hints only: data/ imports nothing above it at run time
-    from tpu_grapheme.config import TrainConfig
+from typing import Protocol
 
 SCHEMA = "v2"  # v2: a fixed grapheme set (`synthetic_labels.grapheme_set`) and an unseen-grapheme split
 VALID_FRACTION = 0.2  # validation share of the rows, seen and unseen together
@@ -30,7 +27,17 @@ HOLDOUT_GRAPHEMES = 0.1  # share of the grapheme combinations held out of traini
 ROWS_PER_PARQUET = 4000
 
 
-def data_patterns(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[str, str]:
+class DataSettings(Protocol):
+    """What `data_patterns` reads of a run's config (`TrainConfig` has these fields)."""
+
+    train_folder: str
+    valid_folder: str
+    synthetic_rows: int
+    synthetic_dir: str
+    seed: int
+
+
+def data_patterns(cfg: DataSettings, log: Callable[[str], None] = print) -> tuple[str, str]:
     """(train, valid) TFRecord patterns of a run: its folders, else the synthetic default's."""
     if cfg.train_folder:
         return cfg.train_folder, cfg.valid_folder

@@ -53,9 +53,7 @@ class Partition:
         self, fmt: tfrecord.RecordFormat, skipped: tf.Variable | None
     ) -> Callable[[tf.Tensor], tf.data.Dataset]:
         """`read(i)`: file i's records (this pipeline's share) in file order; with `skipped`, corrupt
-        records end the file and are counted (`pipeline.skip_corrupt_records`)."""
-        from tpu_grapheme.data.pipeline import skip_corrupt_records
-
+        records end the file and are counted (`skip_corrupt_records`)."""
         files = tf.constant(list(self.files))
         count_here = skipped is not None and not (self.by_record and self.pipe_id)  # counted once per file
         known = shards.known_counts(list(self.files)) if count_here else {}
@@ -121,3 +119,26 @@ def _decode_all(num_files: int, read, decode_uint8) -> tuple[np.ndarray, np.ndar
     ds = ds.map(decode_uint8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     parts = list(ds.as_numpy_iterator())
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def skip_corrupt_records(records: tf.data.Dataset, count: tf.Tensor, skipped: tf.Variable) -> tf.data.Dataset:
+    """One shard's records up to its first corrupt one; at the end of each pass `count - read` (records
+    the shard should hold, from its manifest or `NN-COUNT` name, -1 unknown) is added to `skipped`.
+
+    TFRecordDataset gives up on a file at its first bad record, so what is lost is the rest of the
+    shard: the count is exact per pass whenever the shard's record count is known without reading.
+    """
+    body = records.ignore_errors().map(lambda r: (r, False))
+    ends = body.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
+
+    def tally(n, item):
+        record, end = item
+        lost = tf.where(end & (count >= 0), tf.maximum(count - n, 0), tf.constant(0, tf.int64))
+        return n + 1, (record, end, lost)
+
+    def note(record, end, lost):
+        with tf.control_dependencies([skipped.assign_add(lost)]):
+            return tf.identity(record), end
+
+    ds = ends.scan(tf.constant(0, tf.int64), tally).map(note)
+    return ds.filter(lambda record, end: tf.logical_not(end)).map(lambda record, end: record)
