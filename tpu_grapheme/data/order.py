@@ -91,22 +91,25 @@ def record_indices(
     the stream `streamed_epochs` reads from files holding `counts` records: the same order, in memory."""
     if min(counts, default=0) < 0 or sum(counts) < 1 or window < 1:
         raise ValueError("counts must be >= 0 with a positive total, window >= 1")
-    n = sum(counts)
+    n, num_windows = sum(counts), -(-sum(counts) // window)
     counts_t = tf.constant(list(counts), tf.int64)
     starts_t = tf.cumsum(counts_t, exclusive=True)
 
-    def indices(t: tf.Tensor) -> tf.Tensor:
-        epoch, p = t // n, t % n
+    def epoch_indices(epoch: tf.Tensor) -> tf.Tensor:
+        """int64 [n]: the record index of each element of one epoch (one vectorised pass)."""
+        order = shard_order(len(counts), seed=seed, pipe=pipe, epoch=epoch)
+        seq = tf.ragged.range(tf.gather(starts_t, order), tf.gather(starts_t + counts_t, order)).flat_values
+        p = tf.range(n, dtype=tf.int64)
         w, j = p // window, p % window
+        seeds = tf.map_fn(lambda v: _window_seed(seed, pipe, epoch, v), tf.range(num_windows, dtype=tf.int64))
         size = tf.minimum(tf.constant(window, tf.int64), n - w * window)
-        seeds = tf.map_fn(lambda ew: _window_seed(seed, pipe, ew[0], ew[1]), tf.stack([epoch, w], 1))
-        q = w * window + _shuffle(j, seeds, size - 1)  # position in the epoch's shard-ordered sequence
-        order = tf.map_fn(lambda e: shard_order(len(counts), seed=seed, pipe=pipe, epoch=e), epoch)
-        ends = tf.cumsum(tf.gather(counts_t, order), axis=1)  # per element: cumulative counts in read order
-        slot = tf.reduce_sum(tf.cast(ends <= q[:, None], tf.int64), axis=1)
-        file = tf.gather(order, slot, batch_dims=1)
-        return (
-            tf.gather(starts_t, file) + q - (tf.gather(ends, slot, batch_dims=1) - tf.gather(counts_t, file))
-        )
+        return tf.gather(seq, w * window + _shuffle(j, tf.gather(seeds, w), size - 1))
 
-    return tf.data.Dataset.range(start, tf.int64.max).batch(batch_size).map(indices)
+    first_epoch, offset = divmod(start, n)
+
+    def epoch_elements(epoch: tf.Tensor) -> tf.data.Dataset:
+        skip = tf.where(epoch == first_epoch, tf.constant(offset, tf.int64), 0)
+        return tf.data.Dataset.from_tensor_slices(epoch_indices(epoch)[skip:])
+
+    elements = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch_elements)
+    return elements.batch(batch_size)
