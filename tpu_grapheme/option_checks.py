@@ -95,7 +95,7 @@ UNIT_OPEN_HIGH = Range(0, 1, open_high=True)
 UNIT = Range(0, 1)
 UNIT_OPEN_LOW = Range(0, 1, open_low=True)
 
-# Field name -> its check. Names are `TrainConfig`'s (and two of its resolved properties).
+# Field name -> its check. Names are `TrainConfig`'s (and its resolved properties).
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     # data
     "synthetic_rows": Range(100),
@@ -119,9 +119,11 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "schedule": Choice(SCHEDULES),
     "warmup_frac": UNIT_OPEN_HIGH,
     "final_lr_ratio": UNIT_OPEN_LOW,
-    "lookahead_sync": AT_LEAST_1,
+    "lookahead_sync": Range(0, note="0: off, except ranger"),
+    "effective_lookahead_sync": Range(0, note="0: no Lookahead"),
     "lookahead_alpha": UNIT_OPEN_LOW,
     "label_smoothing": UNIT_OPEN_HIGH,
+    "ema_decay": Range(0, 1, open_high=True, note="0: off"),
     "head_weights": _weights,
     "grapheme_head_weight": AT_LEAST_0,
     # augmentation
