@@ -24,11 +24,12 @@ from tpu_grapheme.option_checks import (
     STRATEGIES,
     check_decay_rule,
     check_fields,
+    check_weights,
 )
 
 T = TypeVar("T")
 
-RANGER_LOOKAHEAD_SYNC = 6  # Lookahead's k for --optimizer ranger when --lookahead-sync is 0
+RANGER_LOOKAHEAD_SYNC = 6  # Lookahead's k for --optimizer ranger (when --lookahead-sync is 0)
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -68,11 +69,7 @@ class TrainConfig:
         "(noisy-student) EfficientNet file, or one of our .keras models (warm start, heads too when they fit); "
         "none: random weights, also for a recipe that names weights_required",
     )
-    weights_required: str = _f(
-        "",
-        "a recipe's starting weights, by file name (the seed's configs/ name its noisy-student file): the run "
-        "stops before any work unless --weights gives a file or says none",
-    )
+    weights_required: str = _f("", "a recipe's weights file: it needs --weights FILE or --weights none")
     grapheme_head: bool = _f(
         False,
         "add a fourth softmax over the grapheme combinations seen in training (the 2nd place's head); "
@@ -99,16 +96,10 @@ class TrainConfig:
     warmup_frac: float = _f(0.2, "share of steps spent warming up linearly from 1e-6")
     final_lr_ratio: float = _f(1e-4, "cosine decays to max_lr x this")
     lookahead_sync: int = _f(
-        0,
-        "Lookahead sync period k (the seed's flag): > 0 wraps the optimizer in Lookahead (--radam "
-        f"--lookahead-sync 6 is Ranger, on adamw Lookahead(AdamW)); 0: off, ranger {RANGER_LOOKAHEAD_SYNC}",
+        0, f"Lookahead's k: > 0 wraps any optimizer (the seed's flag); 0: off, ranger {RANGER_LOOKAHEAD_SYNC}"
     )
     lookahead_alpha: float = _f(0.5, "Lookahead: slow-weights step alpha")
-    ema_decay: float = _f(
-        0.0,
-        "weight EMA decay d: ema = d * ema + (1 - d) * w after every applied optimizer step; evaluation and "
-        "model_best/model_final use the averaged weights, checkpoints keep both; 0: off",
-    )
+    ema_decay: float = _f(0.0, "weight EMA d: ema = d*ema + (1-d)*w per step; evaluated and exported; 0: off")
     label_smoothing: float = _f(0.0, "label smoothing on the soft targets")
     head_weights: tuple[float, ...] = _f(
         (), "loss weight per head (root,vowel,consonant); empty: the head layout's metric weights"
@@ -183,11 +174,8 @@ class TrainConfig:
 
     @property
     def effective_lookahead_sync(self) -> int:
-        """Lookahead's sync period, 0 for none: `lookahead_sync` when > 0 (on any optimizer, as the seed's
-        `--lookahead-sync N`), else `RANGER_LOOKAHEAD_SYNC` for ranger."""
-        if self.lookahead_sync > 0:
-            return self.lookahead_sync
-        return RANGER_LOOKAHEAD_SYNC if self.optimizer_name == "ranger" else 0
+        """Lookahead's k (0: none): `lookahead_sync` on any optimizer, else ranger's own."""
+        return self.lookahead_sync or (RANGER_LOOKAHEAD_SYNC if self.optimizer_name == "ranger" else 0)
 
     @property
     def weights_file(self) -> str:
@@ -290,14 +278,7 @@ def _validate(c: TrainConfig) -> None:
     check_fields(c)
     check_decay_rule(c.weight_decay_rule, c.effective_weight_decay)
     _check(not (c.radam and c.optimizer not in ("adamw", "radam")), "--radam contradicts --optimizer")
-    _check(
-        c.weights_file == "" or c.arch not in ("tiny", "small"), "--weights is for EfficientNet archs only"
-    )
-    _check(
-        not c.weights_required or bool(c.weights),
-        f"this recipe starts from {c.weights_required} (the seed's weights): add --weights "
-        f"/path/to/{c.weights_required}, or --weights none to train from random weights",
-    )
+    check_weights(c.arch, c.weights, c.weights_file, c.weights_required)
     _check(
         c.workers == 1 or c.strategy in ("auto", "multiworker"),
         f"workers={c.workers} trains under the multiworker strategy, not --strategy {c.strategy}",

@@ -166,6 +166,18 @@ def check_decay_rule(rule: str, weight_decay: float) -> None:
         )
 
 
+def check_weights(arch: str, weights: str, weights_file: str, weights_required: str) -> None:
+    """A weights file only for EfficientNet; a recipe that names its weights (`weights_required`) needs
+    `--weights` (a file, or `none` for random weights) before any work."""
+    if weights_file and arch in ("tiny", "small"):
+        raise UserError("--weights is for EfficientNet archs only")
+    if weights_required and not weights:
+        raise UserError(
+            f"this recipe starts from {weights_required} (the seed's weights): add --weights "
+            f"/path/to/{weights_required}, or --weights none to train from random weights"
+        )
+
+
 def check_fields(options: Any) -> None:
     """Apply the table to every field of a dataclass instance (an option class's `__post_init__`)."""
     for f in dataclasses.fields(options):
