@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import glob
 import os
+import re
 
 import pytest
 
@@ -87,13 +88,44 @@ def test_shipped_configs_load_project_and_round_trip(tmp_path):
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
     files = sorted(glob.glob(os.path.join(root, "*.yaml")))
     assert len(files) >= 3
-    configs = {os.path.basename(f): from_dict(load_yaml(f)) for f in files}
+    # The seed's recipes name the weights they start from: a run says so before any work, and
+    # `--weights none` is the explicit way to train them from random weights.
+    for f in files:
+        required = load_yaml(f).get("weights_required")
+        if required:
+            with pytest.raises(UserError, match=re.escape(f"this recipe starts from {required}")) as e:
+                from_dict(load_yaml(f))
+            assert "--weights none" in str(e.value) and "\n" not in str(e.value)
+    configs = {os.path.basename(f): from_dict({**load_yaml(f), "weights": "none"}) for f in files}
     for name, cfg in configs.items():
         assert len(every_option_class(cfg)) == 4, name
         save_yaml(cfg, str(tmp_path / name))
         assert from_dict(load_yaml(str(tmp_path / name))) == cfg, name
         assert from_args(_parser().parse_args(_argv(cfg))) == cfg, name
-    assert configs["seed_b4_192x330.yaml"] == from_args(_parser().parse_args(SEED_COMMAND.split()))
+    recipe = "--weights-required efficientnet-b4_noisy-student_notop.h5 --weights none"
+    assert configs["seed_b4_192x330.yaml"] == from_args(
+        _parser().parse_args((SEED_COMMAND + " " + recipe).split())
+    )
+    ranger = configs["seed_b4g_192x330_ranger.yaml"]  # spelled as the seed did: --radam --lookahead-sync 6
+    assert (ranger.optimizer_name, ranger.effective_lookahead_sync) == ("radam", 6)
+
+
+def test_weights_none_trains_from_random_weights_and_a_file_is_taken_as_given():
+    base = {"arch": "b4", "weights_required": "efficientnet-b4_noisy-student_notop.h5"}
+    assert from_dict({**base, "weights": "none"}).weights_file == ""
+    assert from_dict({**base, "weights": "None"}).weights_file == ""
+    assert from_dict({**base, "weights": "/w/x.h5"}).weights_file == "/w/x.h5"
+    assert TrainConfig().weights_file == "" and TrainConfig().weights_required == ""
+    assert from_dict({"arch": "small", "weights": "none"}).weights_file == ""  # no file: any arch
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0.0, True), (0.999, True), (1.0, False), (-0.1, False)])
+def test_ema_decay_range(value, ok):
+    if ok:
+        assert from_dict({"ema_decay": value}).ema_decay == value
+    else:
+        with pytest.raises(UserError, match=re.escape("ema_decay must be in [0, 1)")):
+            from_dict({"ema_decay": value})
 
 
 # ---- head_weights: any number of weights; empty means the head layout's metric weights -----------

@@ -20,6 +20,7 @@ from tpu_grapheme.optimizers import (
     TfaAdamW,
     TfaRAdam,
     TfaSGDW,
+    TfaWeightDecay,
     build_optimizer,
 )
 from tpu_grapheme.schedules import ScheduleOptions, build_schedule
@@ -214,8 +215,13 @@ def test_adamw_keras_rule_from_builder_matches_its_rule():
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "radam", "ranger"])
 def test_build_optimizer_kinds_keras_rule(name):
+    sync = 4 if name == "ranger" else 0  # > 0 wraps any optimizer in Lookahead (the seed's --lookahead-sync)
     cfg = TrainConfig(
-        optimizer=name, lookahead_sync=4, lookahead_alpha=0.25, weight_decay=1e-4, weight_decay_rule="keras"
+        optimizer=name,
+        lookahead_sync=sync,
+        lookahead_alpha=0.25,
+        weight_decay=1e-4,
+        weight_decay_rule="keras",
     )
     opt = _build(cfg)
     expected = {
@@ -274,7 +280,7 @@ def test_optimizer_options_are_validated_and_keyword_only():
         ({"weight_decay_rule": "torch"}, "weight_decay_rule 'torch' is not one of"),
         ({"effective_weight_decay": -1.0}, "effective_weight_decay must be >= 0"),
         ({"effective_weight_decay": 1.0}, "tfa weight decay rule needs weight_decay < 1"),
-        ({"lookahead_sync": 0}, "lookahead_sync must be >= 1"),
+        ({"effective_lookahead_sync": -1}, "effective_lookahead_sync must be >= 0"),
         ({"lookahead_alpha": 0.0}, "lookahead_alpha must be in (0, 1]"),
     ):
         # A UserError (a ValueError): one line, the same rule and message as the config's.
@@ -381,13 +387,14 @@ def test_builder_default_rule_is_tfa_on_every_variable_with_the_schedule_lr():
         np.testing.assert_allclose(var.numpy(), ref, rtol=0, atol=1e-7)
 
 
-def test_tfa_radam_and_ranger_decay_the_pre_update_value():
+def test_tfa_radam_and_ranger_decay_the_pre_update_value_by_lr_times_wd():
+    # tfa RectifiedAdam: var -= lr * (step + wd * var), i.e. the pre-update value decayed by lr * wd.
     theta0, grads = np.linspace(-1, 1, 5), _grads(seed=10)
     wd = 0.0625
     radam = radam_step_fn(LR)
 
     def decayed(state, theta, g, t):
-        return radam(state, theta * (1 - wd), g, t)
+        return radam(state, theta * (1 - LR * wd), g, t)
 
     plain = [theta0]
     state, theta = None, theta0
@@ -520,3 +527,84 @@ def test_ranger_under_mirrored_strategy_with_two_cpu_replicas():
         timeout=300,
     )
     assert proc.returncode == 0 and "MIRRORED_OK" in proc.stdout, proc.stderr[-3000:]
+
+
+# ---- tfa RectifiedAdam's published vectors (tensorflow_addons/optimizers/tests/rectified_adam_test.py) -------
+# Two variables [1, 2] and [3, 4], constant gradients [0.1, 0.2] and [0.03, 0.04], lr 1e-3, tfa's default
+# epsilon 1e-7, 100 steps; the test's tolerance is atol 2e-4.
+TFA_RADAM_VECTORS = {
+    "plain": ({}, [[0.985769, 1.985269], [2.986119, 3.986068]]),
+    "weight_decay": ({"weight_decay": 0.01}, [[0.984775, 1.983276], [2.983125, 3.982076]]),
+}
+
+
+def _tfa_sample(opt, steps=100):
+    variables = [keras.Variable([1.0, 2.0]), keras.Variable([3.0, 4.0])]
+    grads = [tf.constant([0.1, 0.2]), tf.constant([0.03, 0.04])]
+    for _ in range(steps):
+        opt.apply_gradients(zip(grads, variables, strict=True))
+    return [v.numpy() for v in variables]
+
+
+@pytest.mark.parametrize("case", sorted(TFA_RADAM_VECTORS))
+def test_tfa_radam_reproduces_the_published_vectors(case):
+    kwargs, expected = TFA_RADAM_VECTORS[case]
+    got = _tfa_sample(TfaRAdam(learning_rate=1e-3, epsilon=1e-7, **kwargs))
+    for var, want in zip(got, expected, strict=True):
+        np.testing.assert_allclose(var, want, atol=2e-4)
+
+
+def test_the_former_radam_decay_rule_misses_tfas_vector():
+    """The rule this project used for RAdam before (tfa AdamW's `var -= wd * var`) is not tfa RAdam's."""
+
+    class FormerRule(TfaWeightDecay, RAdam):
+        pass
+
+    got = _tfa_sample(FormerRule(learning_rate=1e-3, epsilon=1e-7, weight_decay=0.01))
+    assert abs(got[0][0] - TFA_RADAM_VECTORS["weight_decay"][1][0][0]) > 0.1
+
+
+def test_tfa_ranger_reproduces_the_published_lookahead_vector():
+    variables = [keras.Variable([1.0, 2.0]), keras.Variable([3.0, 4.0])]
+    grads = [tf.constant([0.1, 0.2]), tf.constant([0.03, 0.04])]
+    opt = Lookahead(
+        TfaRAdam(learning_rate=1e-3, beta_1=0.95, epsilon=1e-7), sync_period=6, slow_step_size=0.45
+    )
+    for _ in range(100):
+        opt.apply_gradients(zip(grads, variables, strict=True))
+    expected = [[0.993126, 1.992901], [2.993283, 3.993261]]
+    for var, want in zip(variables, expected, strict=True):
+        np.testing.assert_allclose(var.numpy(), want, atol=2e-4)
+
+
+# ---- the seed's spelling: `--radam --lookahead-sync N` is Ranger, `--lookahead-sync N` Lookahead(AdamW) ----
+# The seed (bengali/train.py): `if radam: RectifiedAdam(...) else: AdamW(..., weight_decay)`, then
+# `if lookahead_sync > 0: Lookahead(optimizer, sync_period=lookahead_sync, slow_step_size=0.5)`.
+@pytest.mark.parametrize(
+    ("flags", "inner", "sync"),
+    [
+        ({"radam": True, "lookahead_sync": 6}, TfaRAdam, 6),
+        ({"radam": True, "lookahead_sync": 3}, TfaRAdam, 3),
+        ({"lookahead_sync": 6}, TfaAdamW, 6),
+        ({"optimizer": "ranger"}, TfaRAdam, 6),
+        ({"optimizer": "ranger", "lookahead_sync": 4}, TfaRAdam, 4),
+        ({"optimizer": "sgd", "lookahead_sync": 2}, TfaSGDW, 2),
+    ],
+)
+def test_the_seeds_lookahead_flag_wraps_the_chosen_optimizer(flags, inner, sync):
+    opt = _build(TrainConfig(**flags))
+    assert type(opt) is Lookahead and isinstance(opt.inner_optimizer, inner)
+    assert (opt.sync_period, opt.slow_step_size) == (sync, 0.5)
+
+
+@pytest.mark.parametrize("flags", [{}, {"radam": True}, {"optimizer": "radam"}, {"optimizer": "adam"}])
+def test_no_lookahead_unless_asked(flags):
+    cfg = TrainConfig(**flags)
+    assert cfg.effective_lookahead_sync == 0 and type(_build(cfg)) is not Lookahead
+
+
+def test_seed_ranger_equals_optimizer_ranger():
+    seed = _build(TrainConfig(radam=True, lookahead_sync=6, max_lr=0.05, steps=20))
+    ours = _build(TrainConfig(optimizer="ranger", max_lr=0.05, steps=20))
+    theta0, grads = np.linspace(-1, 1, 5), _grads(n=13, seed=3)
+    np.testing.assert_allclose(_run(seed, theta0, grads), _run(ours, theta0, grads), atol=0)

@@ -24,9 +24,12 @@ from tpu_grapheme.option_checks import (
     STRATEGIES,
     check_decay_rule,
     check_fields,
+    check_weights,
 )
 
 T = TypeVar("T")
+
+RANGER_LOOKAHEAD_SYNC = 6  # Lookahead's k for --optimizer ranger (when --lookahead-sync is 0)
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -63,8 +66,10 @@ class TrainConfig:
     weights: str = _f(
         "",
         "backbone weights (local or gs://; never downloaded): a Keras-applications or efficientnet-package "
-        "(noisy-student) EfficientNet file, or one of our .keras models (warm start, heads too when they fit)",
+        "(noisy-student) EfficientNet file, or one of our .keras models (warm start, heads too when they fit); "
+        "none: random weights, also for a recipe that names weights_required",
     )
+    weights_required: str = _f("", "a recipe's weights file: it needs --weights FILE or --weights none")
     grapheme_head: bool = _f(
         False,
         "add a fourth softmax over the grapheme combinations seen in training (the 2nd place's head); "
@@ -90,8 +95,11 @@ class TrainConfig:
     schedule: str = _f("cosine", f"lr schedule: {', '.join(SCHEDULES)}")
     warmup_frac: float = _f(0.2, "share of steps spent warming up linearly from 1e-6")
     final_lr_ratio: float = _f(1e-4, "cosine decays to max_lr x this")
-    lookahead_sync: int = _f(6, "Lookahead: sync period k (ranger)")
-    lookahead_alpha: float = _f(0.5, "Lookahead: slow-weights step alpha (ranger)")
+    lookahead_sync: int = _f(
+        0, f"Lookahead's k: > 0 wraps any optimizer (the seed's flag); 0: off, ranger {RANGER_LOOKAHEAD_SYNC}"
+    )
+    lookahead_alpha: float = _f(0.5, "Lookahead: slow-weights step alpha")
+    ema_decay: float = _f(0.0, "weight EMA d: ema = d*ema + (1-d)*w per step; evaluated and exported; 0: off")
     label_smoothing: float = _f(0.0, "label smoothing on the soft targets")
     head_weights: tuple[float, ...] = _f(
         (), "loss weight per head (root,vowel,consonant); empty: the head layout's metric weights"
@@ -163,6 +171,16 @@ class TrainConfig:
         if self.weight_decay >= 0:
             return self.weight_decay
         return 1e-4 if self.optimizer_name in ("adamw", "sgd") else 0.0
+
+    @property
+    def effective_lookahead_sync(self) -> int:
+        """Lookahead's k (0: none): `lookahead_sync` on any optimizer, else ranger's own."""
+        return self.lookahead_sync or (RANGER_LOOKAHEAD_SYNC if self.optimizer_name == "ranger" else 0)
+
+    @property
+    def weights_file(self) -> str:
+        """The weights file to load, "" for random weights (`--weights none` or no `--weights`)."""
+        return "" if self.weights.lower() == "none" else self.weights
 
     @property
     def run_dir(self) -> str:
@@ -260,7 +278,7 @@ def _validate(c: TrainConfig) -> None:
     check_fields(c)
     check_decay_rule(c.weight_decay_rule, c.effective_weight_decay)
     _check(not (c.radam and c.optimizer not in ("adamw", "radam")), "--radam contradicts --optimizer")
-    _check(c.weights == "" or c.arch not in ("tiny", "small"), "--weights is for EfficientNet archs only")
+    check_weights(c.arch, c.weights, c.weights_file, c.weights_required)
     _check(
         c.workers == 1 or c.strategy in ("auto", "multiworker"),
         f"workers={c.workers} trains under the multiworker strategy, not --strategy {c.strategy}",
@@ -307,7 +325,7 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 # The resolved values a lower layer takes instead of the raw field (`--radam`, weight decay -1).
-RESOLVED = ("optimizer_name", "effective_weight_decay")
+RESOLVED = ("optimizer_name", "effective_weight_decay", "effective_lookahead_sync")
 
 
 def options_for(cls: type[T], cfg: TrainConfig, **derived: Any) -> T:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import tensorflow as tf
 
+from tpu_grapheme.ema import WeightEMA, averaged
 from tpu_grapheme.interrupts import GracefulStop
 from tpu_grapheme.run_dir import BEST_MODEL, FINAL_MODEL, RunDir
 
@@ -47,16 +48,17 @@ class Action(Protocol):
 
 
 class SaveBest:
-    """`model_best.keras` whenever the metric improves."""
+    """`model_best.keras` whenever the metric improves (with the weight average's weights when there is one)."""
 
     critical = True
 
-    def __init__(self, *, run_dir: RunDir, model: Any) -> None:
-        self.run_dir, self.model = run_dir, model
+    def __init__(self, *, run_dir: RunDir, model: Any, ema: WeightEMA | None = None) -> None:
+        self.run_dir, self.model, self.ema = run_dir, model, ema
 
     def __call__(self, event: EvalEvent) -> None:
         if event.improved:
-            self.run_dir.save_model(self.model, BEST_MODEL)
+            with averaged(self.ema):
+                self.run_dir.save_model(self.model, BEST_MODEL)
 
 
 class History:
@@ -112,15 +114,24 @@ class LogEval:
 
 
 class ExportFinal:
-    """At the last step: `model_final.keras` (and the best model if none was saved) and the curves.
+    """At the last step: `model_final.keras` (and the best model if none was saved) and the curves; the
+    models carry the weight average's weights when there is one.
 
     It runs before the caller's report: a search may end the trial as soon as it hears that report.
     """
 
     critical = False
 
-    def __init__(self, *, run_dir: RunDir, model: Any, history: list[dict[str, Any]], stop: GracefulStop):
-        self.run_dir, self.model, self.history, self.stop = run_dir, model, history, stop
+    def __init__(
+        self,
+        *,
+        run_dir: RunDir,
+        model: Any,
+        history: list[dict[str, Any]],
+        stop: GracefulStop,
+        ema: WeightEMA | None = None,
+    ):
+        self.run_dir, self.model, self.history, self.stop, self.ema = run_dir, model, history, stop, ema
         self.curves: str | None = None
 
     def __call__(self, event: EvalEvent) -> None:
@@ -128,7 +139,7 @@ class ExportFinal:
             self.export()
 
     def export(self) -> str | None:
-        with self.stop.critical():
+        with self.stop.critical(), averaged(self.ema):
             self.run_dir.save_model(self.model, FINAL_MODEL)
             if not tf.io.gfile.exists(self.run_dir.best_model):
                 self.run_dir.save_model(self.model, BEST_MODEL)

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tpu_grapheme import distribute, losses, metrics
 from tpu_grapheme.data.graphemes import combination_index
 from tpu_grapheme.data.schema import BENGALI, HeadLayout
+from tpu_grapheme.ema import WeightEMA, averaged
 from tpu_grapheme.metric_names import GROUP_SUFFIXES
 
 GROUPS = GROUP_SUFFIXES  # metric-name suffixes: all images, seen graphemes, unseen graphemes
@@ -54,11 +55,13 @@ class Evaluator:
         head_weights: Sequence[float] | None = None,
         seen_combinations: np.ndarray | None = None,
         layout: HeadLayout = BENGALI,
+        ema: WeightEMA | None = None,
     ) -> None:
         """`layout`: the model's heads, in output order; `head_weights`: the loss weights of
         `valid_loss` (None: the layout's metric weights); `seen_combinations`: bool, one axis per head
-        ([168, 11, 7] for Bengali), of the training split (None: every image counts as seen)."""
-        self.strategy, self.model, self.layout = strategy, model, layout
+        ([168, 11, 7] for Bengali), of the training split (None: every image counts as seen); `ema`:
+        evaluate its averaged weights (swapped in for the pass, None: the live ones)."""
+        self.strategy, self.model, self.layout, self.ema = strategy, model, layout, ema
         weights = layout.metric_weights if head_weights is None else head_weights
         self.head_weights = tuple(float(w) for w in weights)
         if len(self.head_weights) != len(layout):
@@ -85,7 +88,8 @@ class Evaluator:
     def evaluate(self, dataset: tf.distribute.DistributedDataset, num_batches: int) -> dict[str, float]:
         """Metrics over `num_batches` batches: hierarchical and per-head recall (all, seen, unseen),
         valid_loss, image counts."""
-        cms, loss = self._eval_loop(iter(dataset), tf.constant(num_batches))
+        with averaged(self.ema):
+            cms, loss = self._eval_loop(iter(dataset), tf.constant(num_batches))
         out = grouped_recall([[cm.numpy() for cm in group] for group in cms], self.layout)
         total, count, unseen = loss.numpy()
         out["valid_loss"] = float(total / max(count, 1.0))

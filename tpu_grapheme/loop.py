@@ -87,7 +87,11 @@ class _Run:
         )
         self.history: list[dict] = []
         self.export = eval_actions.ExportFinal(
-            run_dir=task.run_dir, model=self.pieces.model, history=self.history, stop=stop
+            run_dir=task.run_dir,
+            model=self.pieces.model,
+            history=self.history,
+            stop=stop,
+            ema=self.pieces.ema,
         )
         self.on_eval = on_eval
 
@@ -135,7 +139,7 @@ class _Run:
         writer = tf.summary.create_file_writer(task.run_dir.tensorboard) if task.chief else None
         chief, rd = task.chief, task.run_dir
         actions = [
-            eval_actions.SaveBest(run_dir=rd, model=p.model) if chief else None,
+            eval_actions.SaveBest(run_dir=rd, model=p.model, ema=p.ema) if chief else None,
             eval_actions.History(run_dir=rd, rows=self.history, write=chief),
             eval_actions.TensorBoardScalars(writer=writer) if chief else None,
             eval_actions.LogEval(log=task.log, head_names=task.head_names),

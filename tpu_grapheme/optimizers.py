@@ -6,8 +6,10 @@ so they are re-implemented here on `keras.optimizers.Optimizer` (`build` / `upda
 them working in tf.function, under XLA and under tf.distribute strategies.
 
 Two decoupled weight-decay rules, both applied to the pre-update value, before the gradient update:
-- "tfa" (the seed's; tfa `DecoupledWeightDecayExtension`, hence tfa `AdamW`/`SGDW`):
-  `var -= weight_decay * var` every step, on every trained variable; no learning-rate factor.
+- "tfa" (the seed's library's, per optimizer): tfa `AdamW`/`SGDW` (`DecoupledWeightDecayExtension`)
+  `var -= weight_decay * var` every step, no learning-rate factor; tfa `RectifiedAdam` adds
+  `weight_decay * var` to its step before the `lr` factor, so `var -= lr * weight_decay * var`.
+  Every trained variable in both.
 - "keras" (Keras `AdamW`): `var -= lr * weight_decay * var` (lr = scheduled rate), biases and
   normalisation parameters excluded.
 """
@@ -264,8 +266,9 @@ class TfaSGDW(TfaWeightDecay, keras.optimizers.SGD):
 
 
 @keras.saving.register_keras_serializable(package="tpu_grapheme")
-class TfaRAdam(TfaWeightDecay, RAdam):
-    """RAdam with the tfa decay rule (the seed ran RAdam without decay; this is what `--weight-decay` adds)."""
+class TfaRAdam(RAdam):
+    """tfa `RectifiedAdam`'s decay: `var -= lr * weight_decay * var` on every variable (Keras' own
+    `_apply_weight_decay`, with nothing excluded). The seed's `--radam` passed no decay at all."""
 
 
 def _tf_variable(v):
@@ -277,12 +280,12 @@ def _tf_variable(v):
 class OptimizerOptions:
     """What `build_optimizer` needs: `TrainConfig`'s fields and resolved properties of these names
     (`config.options_for` fills them; no defaults here): the optimizer with `--radam` resolved, the
-    weight decay with -1 resolved (>= 0; 0 disables decay)."""
+    weight decay with -1 resolved (>= 0; 0 disables decay), Lookahead's period with ranger's resolved."""
 
     optimizer_name: str
     effective_weight_decay: float
     weight_decay_rule: str
-    lookahead_sync: int
+    effective_lookahead_sync: int  # 0: no Lookahead
     lookahead_alpha: float
     gradient_accumulation_steps: int | None = None  # Keras-side accumulation (benchmarks only)
 
@@ -292,7 +295,8 @@ class OptimizerOptions:
 
 
 def build_optimizer(options: OptimizerOptions, schedule) -> keras.optimizers.Optimizer:
-    """adamw (eps 1e-6), adam (never decays), sgd (momentum 0.9, Nesterov), radam, ranger (Lookahead(RAdam)).
+    """adamw (eps 1e-6), adam (never decays), sgd (momentum 0.9, Nesterov), radam, ranger (RAdam), each
+    wrapped in Lookahead when `effective_lookahead_sync` > 0 (as the seed's `--lookahead-sync N`).
 
     Weight decay per `options.weight_decay_rule` (see the module docstring); 0 builds no decay at all.
     Call inside the strategy scope.
@@ -315,6 +319,6 @@ def build_optimizer(options: OptimizerOptions, schedule) -> keras.optimizers.Opt
         opt = (TfaRAdam if tfa else RAdam)(epsilon=ADAM_EPSILON, weight_decay=wd, **common)
     if not tfa and (wd is not None or name == "adamw"):
         opt.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
-    if name == "ranger":
-        opt = Lookahead(opt, sync_period=o.lookahead_sync, slow_step_size=o.lookahead_alpha)
+    if o.effective_lookahead_sync > 0:
+        opt = Lookahead(opt, sync_period=o.effective_lookahead_sync, slow_step_size=o.lookahead_alpha)
     return opt

@@ -95,7 +95,7 @@ UNIT_OPEN_HIGH = Range(0, 1, open_high=True)
 UNIT = Range(0, 1)
 UNIT_OPEN_LOW = Range(0, 1, open_low=True)
 
-# Field name -> its check. Names are `TrainConfig`'s (and two of its resolved properties).
+# Field name -> its check. Names are `TrainConfig`'s (and its resolved properties).
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     # data
     "synthetic_rows": Range(100),
@@ -119,9 +119,11 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "schedule": Choice(SCHEDULES),
     "warmup_frac": UNIT_OPEN_HIGH,
     "final_lr_ratio": UNIT_OPEN_LOW,
-    "lookahead_sync": AT_LEAST_1,
+    "lookahead_sync": Range(0, note="0: off, except ranger"),
+    "effective_lookahead_sync": Range(0, note="0: no Lookahead"),
     "lookahead_alpha": UNIT_OPEN_LOW,
     "label_smoothing": UNIT_OPEN_HIGH,
+    "ema_decay": Range(0, 1, open_high=True, note="0: off"),
     "head_weights": _weights,
     "grapheme_head_weight": AT_LEAST_0,
     # augmentation
@@ -161,6 +163,18 @@ def check_decay_rule(rule: str, weight_decay: float) -> None:
     if rule == "tfa" and weight_decay >= 1:
         raise UserError(
             f"the tfa weight decay rule needs weight_decay < 1 (var -= wd * var), got {weight_decay}"
+        )
+
+
+def check_weights(arch: str, weights: str, weights_file: str, weights_required: str) -> None:
+    """A weights file only for EfficientNet; a recipe that names its weights (`weights_required`) needs
+    `--weights` (a file, or `none` for random weights) before any work."""
+    if weights_file and arch in ("tiny", "small"):
+        raise UserError("--weights is for EfficientNet archs only")
+    if weights_required and not weights:
+        raise UserError(
+            f"this recipe starts from {weights_required} (the seed's weights): add --weights "
+            f"/path/to/{weights_required}, or --weights none to train from random weights"
         )
 
 

@@ -24,6 +24,7 @@ from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.data.inputs import InputConfig, RunInputs, combination_counts
 from tpu_grapheme.data.schema import HeadLayout
 from tpu_grapheme.data.synthetic_default import data_patterns
+from tpu_grapheme.ema import WeightEMA
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.evaluator import Evaluator
 from tpu_grapheme.model import build_model, grapheme_classes
@@ -63,6 +64,7 @@ class Pieces:
     evaluator: Evaluator
     best_metric: tf.Variable
     checkpoint: tf.train.Checkpoint
+    ema: WeightEMA | None  # the weight average (`--ema-decay`), None when off
 
 
 class Task:
@@ -136,7 +138,10 @@ class Task:
     def build_model(self) -> keras.Model:
         with self.strategy.scope():
             return model_from_config(
-                self.cfg, layout=self.layout, grapheme_classes=self.grapheme_classes, weights=self.cfg.weights
+                self.cfg,
+                layout=self.layout,
+                grapheme_classes=self.grapheme_classes,
+                weights=self.cfg.weights_file,
             )
 
     def build_optimizer(self) -> keras.optimizers.Optimizer:
@@ -156,7 +161,15 @@ class Task:
             grapheme_classes=self.grapheme_classes,
         )
 
-    def build_step(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
+    def build_ema(self, model: keras.Model) -> WeightEMA | None:
+        """The weight average of `model` (`--ema-decay`), starting from its weights now; None when off."""
+        return (
+            WeightEMA(model, self.cfg.ema_decay, strategy=self.strategy) if self.cfg.ema_decay > 0 else None
+        )
+
+    def build_step(
+        self, model: keras.Model, optimizer: keras.optimizers.Optimizer, ema: WeightEMA | None = None
+    ) -> TrainStep:
         with self.strategy.scope():
             return TrainStep(
                 strategy=self.strategy,
@@ -164,22 +177,26 @@ class Task:
                 optimizer=optimizer,
                 config=self.step_config(),
                 layout=self.layout,
+                ema=ema,
             )
 
-    def build_evaluator(self, model: keras.Model) -> Evaluator:
+    def build_evaluator(self, model: keras.Model, ema: WeightEMA | None = None) -> Evaluator:
         return Evaluator(
             strategy=self.strategy,
             model=model,
             head_weights=self.head_weights,
             seen_combinations=self.combinations > 0,
             layout=self.layout,
+            ema=ema,
         )
 
     def build(self) -> Pieces:
-        """Model, optimizer, step, evaluator and the checkpoint that holds their state (and the best metric)."""
+        """Model, optimizer, weight EMA, step, evaluator and the checkpoint that holds their state (and the
+        best metric; the step's items include the EMA's shadows)."""
         model = self.build_model()
         optimizer = self.build_optimizer()
-        step = self.build_step(model, optimizer)
+        ema = self.build_ema(model)
+        step = self.build_step(model, optimizer, ema)
         with self.strategy.scope():
             best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_metric")
         # Keras' seed generators (dropout, stochastic depth) hold their state in variables that
@@ -194,7 +211,8 @@ class Task:
             model=model,
             optimizer=optimizer,
             step=step,
-            evaluator=self.build_evaluator(model),
+            evaluator=self.build_evaluator(model, ema),
             best_metric=best,
             checkpoint=checkpoint,
+            ema=ema,
         )

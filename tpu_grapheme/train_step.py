@@ -15,7 +15,7 @@ showed no consistent gain (benchmarks/README.md, `aug_jit_vs_nojit`). With
 float16 the loss is scaled; every replica's local gradients are checked for inf/NaN and one scalar
 all-reduce makes the verdict common, so either all replicas apply or all skip (Keras 3's
 LossScaleOptimizer checks only the first replica's local gradients). k=1 without loss scaling is
-the plain path: nothing extra.
+the plain path: nothing extra. A weight EMA (`ema.py`) is updated right after each applied step.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tpu_grapheme import augment, distribute, losses, option_checks
 from tpu_grapheme.data.graphemes import combination_index
 from tpu_grapheme.data.inputs import global_batch_size
 from tpu_grapheme.data.schema import BENGALI, HeadLayout
+from tpu_grapheme.ema import WeightEMA
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -93,9 +94,11 @@ class TrainStep:
         optimizer: keras.optimizers.Optimizer,
         config: StepConfig,
         layout: HeadLayout = BENGALI,
+        ema: WeightEMA | None = None,
     ) -> None:
         """`layout`: the label heads (the model's outputs in order, then a grapheme head's if any);
-        `config.head_weights` weigh their losses, one per layout head."""
+        `config.head_weights` weigh their losses, one per layout head; `ema`: a weight average updated
+        after every applied optimizer step (None: none)."""
         if len(config.head_weights) != len(layout):
             raise ValueError(
                 f"{len(config.head_weights)} head weights for the {len(layout)} heads {layout.names}"
@@ -105,6 +108,7 @@ class TrainStep:
         self.optimizer = optimizer
         self.config = config
         self.layout = layout
+        self.ema = ema
         graphemes = (len(config.grapheme_classes),) if config.grapheme_classes else ()
         self.num_classes = layout.num_classes + graphemes  # per target: the heads, then the grapheme head's
         self.loss_weights = tuple(config.head_weights) + ((config.grapheme_head_weight,) if graphemes else ())
@@ -151,6 +155,7 @@ class TrainStep:
             "loss_scale": self.loss_scale,
             "good_steps": self.good_steps,
             "skipped_steps": self.skipped_steps,
+            **(self.ema.checkpoint_items() if self.ema is not None else {}),
         }
 
     # --- per replica ---------------------------------------------------------------------------
@@ -217,6 +222,8 @@ class TrainStep:
         grads, stats = self._compute(images, labels)
         if not self.config.dynamic_loss_scale:
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+            if self.ema is not None:
+                self.ema.update()
             self._sums.assign_add(tf.concat([stats, [1.0]], 0))
             return
         local_bad = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads])
@@ -237,6 +244,8 @@ class TrainStep:
 
         def apply():
             strategy.extended.call_for_each_replica(self._apply_scaled, args=(grads,))
+            if self.ema is not None:  # cross-replica here: one update of every device's average
+                self.ema.update()
             grow = self.good_steps + 1 >= growth
             self.floor_skips.assign(0)
             self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))

@@ -115,6 +115,7 @@ def _load_keras(path: str):
 def _restore_checkpoint(prefix: str, run: RunDir, meta: dict):
     import tensorflow as tf
 
+    from tpu_grapheme.ema import WeightEMA
     from tpu_grapheme.model import grapheme_classes
     from tpu_grapheme.task import model_from_config
 
@@ -128,11 +129,18 @@ def _restore_checkpoint(prefix: str, run: RunDir, meta: dict):
             raise UserError(f"checkpoint {prefix}: a grapheme head needs combination_counts in {META}")
         classes = grapheme_classes(meta["combination_counts"], layout)
     model = model_from_config(cfg, grapheme_classes=classes, layout=layout)  # as the run built it
+    # A run with a weight EMA predicts with the averages, as its exported models do.
+    ema = (
+        WeightEMA(model, cfg.ema_decay, strategy=tf.distribute.get_strategy()) if cfg.ema_decay > 0 else None
+    )
     try:
-        status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+        items = ema.checkpoint_items() if ema is not None else {}
+        status = tf.train.Checkpoint(model=model, **items).restore(prefix).expect_partial()
         status.assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError) as e:
         raise UserError(f"checkpoint {prefix} does not match a {cfg.arch} model: {_first_line(e)}") from None
+    if ema is not None:
+        ema.copy_to_model()
     return model, tuple(cfg.resize), cfg.resize_method
 
 
