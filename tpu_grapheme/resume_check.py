@@ -174,7 +174,9 @@ def check_resume(
             f"or rewritten: pass --steps {step} or more to continue it, or {HOW}"
         )
     if old is not None and old.steps != cfg.steps and cfg.schedule != "constant":
-        log(f"resume: --steps {old.steps} -> {cfg.steps}: the learning-rate schedule now spans {cfg.steps} steps")
+        log(
+            f"resume: --steps {old.steps} -> {cfg.steps}: the learning-rate schedule now spans {cfg.steps} steps"
+        )
     return step
 
 
