@@ -44,7 +44,7 @@ def check_out_dir(path: str, flag: str, *, value: str | None = None) -> None:
     value = path if value is None else value
     found = _existing_ancestor(path)
     if not os.path.isdir(found):
-        inside = "" if found == os.path.abspath(path) else f": {found}"
+        inside = "" if found in (os.path.abspath(path), os.path.abspath(value)) else f": {found}"
         raise UserError(f"{flag} {value}{inside} is a file, not a directory")
     _probe(found, flag, value)
 
