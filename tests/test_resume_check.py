@@ -175,3 +175,18 @@ def test_every_field_is_declared_once_and_listed_in_help_and_readme():
         flag = "--" + name.replace("_", "-")
         assert flag in help_text.split("Resuming:")[1], flag
         assert f"`{flag}`" in readme, flag
+
+
+def test_multi_worker_driver_checks_before_ray_starts(trained, monkeypatch):
+    from tpu_grapheme import multiworker, ray_cluster
+
+    def must_not_connect(*args, **kwargs):
+        raise AssertionError("Ray was started before the resume was checked")
+
+    monkeypatch.setattr(ray_cluster, "connect", must_not_connect)
+    before = _snapshot(trained.run_dir)
+    with pytest.raises(UserError, match=r"arch='tiny'.*this command asks for arch='small'"):
+        multiworker.train_multiworker(trained.replace(workers=2, arch="small"))
+    with pytest.raises(UserError, match=r"replicas=1 \(global batch 32\).*replicas=2 \(global batch 64\)"):
+        multiworker.train_multiworker(trained.replace(workers=2))  # 2 workers: twice the global batch
+    assert _snapshot(trained.run_dir) == before

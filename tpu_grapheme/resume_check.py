@@ -134,8 +134,8 @@ def _data_heads(pattern: str) -> tuple[Any, dict[str, list[int]] | None]:
     files = list_shards(pattern)
     layout = layout_of(files)
     manifests = [read_manifest(d) for d in sorted({paths.dirname(f) for f in files})]
-    if not all(m and "class_counts" in m for m in manifests):
-        return layout, None
+    if not all(m and "class_counts" in m and "combination_counts" in m for m in manifests):
+        return layout, None  # the run counted its labels itself (older manifests): nothing to compare
     counts = {n: [0] * k for n, k in zip(layout.names, layout.num_classes, strict=True)}
     for m in manifests:
         for name, row in m["class_counts"].items():
