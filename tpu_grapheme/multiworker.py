@@ -108,7 +108,8 @@ def train_multiworker(cfg: TrainConfig, *, log: Callable[[str], None] = print) -
     import ray
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # worker lines as printed, not as log records
-    check_resume(cfg, RunDir(cfg.run_dir), replicas=multiworker_replicas(cfg), log=lambda _: None)  # before Ray
+    # the run dir's resume, refused before Ray starts (the chief logs any note)
+    check_resume(cfg, RunDir(cfg.run_dir), replicas=multiworker_replicas(cfg), log=lambda _: None)
     ray_cluster.connect(cfg.address or None, what="training")
     try:
         ray_cluster.check_resources(cfg.workers, cpus=cfg.cpus_per_worker, gpus=cfg.gpus_per_worker)

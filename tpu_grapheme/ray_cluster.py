@@ -24,7 +24,7 @@ def connect(address: str | None, *, num_cpus: int | None = None, what: str = "se
     import ray
 
     if address:
-        wait_for_cluster(address)  # a bounded wait: ray.init would retry an address no cluster answers forever
+        wait_for_cluster(address)  # bounded: ray.init retries an address nobody answers forever
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=_worker_env())
         except (ConnectionError, RuntimeError) as e:
