@@ -26,6 +26,7 @@ from tpu_grapheme.data.inputs import class_counts, combination_rows
 from tpu_grapheme.eval_actions import EvalResult
 from tpu_grapheme.interrupts import GracefulStop
 from tpu_grapheme.progress import fmt_time
+from tpu_grapheme.resume_check import check_resume
 from tpu_grapheme.task import Pieces, Task
 from tpu_grapheme.trainer import StepTrainer
 
@@ -78,6 +79,7 @@ class _Run:
 
     def __init__(self, task: Task, *, stop: GracefulStop, on_eval: Callable[[EvalResult], None] | None):
         self.task, self.stop, self.cfg = task, stop, task.cfg
+        check_resume(task.cfg, task.run_dir, replicas=task.strategy.num_replicas_in_sync, log=task.log)
         if task.chief:
             task.run_dir.create()
         self.pieces: Pieces = task.build()
@@ -183,6 +185,7 @@ class _Run:
             class_counts=class_counts(task.combinations, task.layout),
             combination_counts=combination_rows(task.combinations),
             layout=task.layout,
+            replicas=task.strategy.num_replicas_in_sync,
         )
 
     def _log_start(self, start: int) -> None:

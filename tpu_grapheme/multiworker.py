@@ -21,6 +21,7 @@ from tpu_grapheme import ray_cluster
 from tpu_grapheme.config import TrainConfig, from_dict, to_dict
 from tpu_grapheme.data import paths
 from tpu_grapheme.errors import UserError
+from tpu_grapheme.resume_check import check_resume, multiworker_replicas
 from tpu_grapheme.run_dir import RunDir
 
 RUN_NAME = "train"  # the Ray Train run's name under `<run_dir>/ray_train`
@@ -107,8 +108,11 @@ def train_multiworker(cfg: TrainConfig, *, log: Callable[[str], None] = print) -
     import ray
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # worker lines as printed, not as log records
+    # the run dir's resume, refused before Ray starts (the chief logs any note)
+    check_resume(cfg, RunDir(cfg.run_dir), replicas=multiworker_replicas(cfg), log=lambda _: None)
     ray_cluster.connect(cfg.address or None, what="training")
     try:
+        ray_cluster.check_resources(cfg.workers, cpus=cfg.cpus_per_worker, gpus=cfg.gpus_per_worker)
         nodes = ray_cluster.alive_nodes()
         cfg = shared_config(cfg, nodes)
         log(

@@ -8,6 +8,7 @@ built at different paths) into one `UserError` before anything starts.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ def connect(address: str | None, *, num_cpus: int | None = None, what: str = "se
     import ray
 
     if address:
+        wait_for_cluster(address)  # bounded: ray.init retries an address nobody answers forever
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=_worker_env())
         except (ConnectionError, RuntimeError) as e:
@@ -138,3 +140,47 @@ def prepare_data(
         )
     print(f"{tag} synthetic data ready in {time.time() - t0:.0f}s: {train} | {valid}", flush=True)
     return {**fixed, "train_folder": train, "valid_folder": valid}
+
+
+JOIN_TIMEOUT_S = 10.0  # how long `connect` waits for a cluster (one that is just starting) to answer
+
+
+def wait_for_cluster(address: str, *, timeout: float = JOIN_TIMEOUT_S) -> None:
+    """Wait until something listens at `address`'s host:port (`auto`: the address `ray start` recorded),
+    at most `timeout` seconds; then a one-line UserError. `ray://` client addresses are left to Ray."""
+    target = _address_of_ray_start() if address == "auto" else address
+    if not target or "://" in target:
+        return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: expected host:port or auto")
+    deadline, reason = time.monotonic() + timeout, ""
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=max(0.1, min(2.0, timeout))):
+                return
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+        if time.monotonic() >= deadline:
+            raise UserError(
+                f"no Ray cluster answers at {target} ({reason.lower()} for {timeout:g}s): start one there "
+                "(`ray start --head`) or fix --address"
+            )
+        time.sleep(0.5)
+
+
+def check_resources(workers: int, *, cpus: float, gpus: float = 0.0, where: str = "the Ray cluster") -> None:
+    """`workers` workers of `cpus` CPUs and `gpus` GPUs each fit the alive nodes' total resources (each
+    worker on one node), or a one-line UserError: Ray would otherwise wait for them forever."""
+    nodes = [n.get("Resources", {}) for n in alive_nodes()]
+    for name, each, flag in (("CPU", cpus, "--cpus-per-worker"), ("GPU", gpus, "--gpus-per-worker")):
+        if each <= 0:
+            continue
+        have = [float(r.get(name, 0)) for r in nodes]
+        fits = sum(int(h // each) for h in have)  # workers of this size the nodes can hold
+        if fits < workers:
+            raise UserError(
+                f"--workers {workers} x {flag} {each:g} asks for {workers * each:g} {name}s, {where} has "
+                f"{sum(have):g} on {len(nodes)} node(s) (room for {fits} worker(s)): lower --workers or "
+                f"{flag}, or add nodes"
+            )

@@ -230,11 +230,13 @@ class RunDir:
         resize_method: str = "auto",
         combination_counts: Sequence[Sequence[int]] | None = None,
         layout: HeadLayout = BENGALI,
+        replicas: int | None = None,
     ) -> None:
         """What inference needs beside the model: input size and preprocessing, the label heads
         (`heads`; older metas lack it: Bengali's), training class counts, and the training split's
         grapheme combinations ([label per head..., images] each: which graphemes are unseen, the
-        grapheme head's classes on a checkpoint rebuild; older metas lack it)."""
+        grapheme head's classes on a checkpoint rebuild; older metas lack it). `replicas`: what the run
+        trained on, so a resume keeps its global batch (`resume_check`)."""
         from tpu_grapheme.data import pipeline
 
         meta = {
@@ -246,6 +248,8 @@ class RunDir:
             "class_counts": class_counts,
             "normalization": {"invert": True, "mean": pipeline.MEAN, "std": pipeline.STD},
         }
+        if replicas is not None:
+            meta["replicas"] = int(replicas)
         if combination_counts is not None:
             meta["combination_counts"] = [[int(v) for v in row] for row in combination_counts]
         write_text_atomic(self.file(META), json.dumps(meta))

@@ -15,12 +15,16 @@ from collections.abc import Sequence
 
 from tpu_grapheme.config_io import add_arguments, from_args
 from tpu_grapheme.errors import cli_main
+from tpu_grapheme.out_paths import check_out_dir, removing_new_dirs
+from tpu_grapheme.resume_check import help_text
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tpu_grapheme.train",
         description="Train a grapheme classifier with the hand-written strategy.run loop.",
+        epilog=help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     return parser
@@ -29,14 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: Sequence[str] | None = None) -> None:
     cfg = from_args(build_parser().parse_args(argv))
-    if cfg.workers > 1 or cfg.address:
-        from tpu_grapheme.multiworker import train_multiworker
+    check_out_dir(cfg.run_dir, "--output-dir", value=cfg.output_dir)
+    with removing_new_dirs(cfg.run_dir):  # a failed start leaves no empty run dir (or output dir)
+        if cfg.workers > 1 or cfg.address:
+            from tpu_grapheme.multiworker import train_multiworker
 
-        train_multiworker(cfg)
-        return
-    from tpu_grapheme.loop import run_training  # imports TensorFlow: after the flags are valid
+            train_multiworker(cfg)
+            return
+        from tpu_grapheme.loop import run_training  # imports TensorFlow: after the flags are valid
 
-    run_training(cfg)
+        run_training(cfg)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from tpu_grapheme.data import kaggle, paths, tfrecord
 from tpu_grapheme.data.manifest import MANIFEST, write_manifest
 from tpu_grapheme.data.schema import BENGALI, NUM_PIXELS
 from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.out_paths import check_out_dir, removing_new_dirs
 
 _RECORD_OVERHEAD = 80  # Example framing + image_id + labels, bytes
 TFRECORD_FRAMING = 16  # per record in an uncompressed TFRecord file: length (8), its CRC (4), data CRC (4)
@@ -231,17 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    m = prepare(
-        args.split_csv,
-        args.out_dir,
-        parquet_pattern=args.parquet_pattern,
-        shard_mb=args.shard_mb,
-        shuffle_seed=args.shuffle_seed,
-        image_format=args.image_format,
-        batch_rows=args.batch_rows,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    check_out_dir(args.out_dir, "OUT_DIR")  # before reading the CSV and the parquets
+    with removing_new_dirs(args.out_dir):
+        m = prepare(
+            args.split_csv,
+            args.out_dir,
+            parquet_pattern=args.parquet_pattern,
+            shard_mb=args.shard_mb,
+            shuffle_seed=args.shuffle_seed,
+            image_format=args.image_format,
+            batch_rows=args.batch_rows,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
     print(
         f"wrote {m['total']} images in {len(m['shards'])} shard(s), {m['total_bytes'] / 1e6:.1f} MB, to {args.out_dir}"
     )

@@ -25,6 +25,7 @@ from tpu_grapheme.data.graphemes import combination_ids
 from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.out_paths import check_out_dir, removing_new_dirs
 
 STRATIFY_ON = "grapheme_root"
 UNSEEN = "unseen"  # validation column: 1 when the row's grapheme combination is not in training
@@ -194,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    check_out_dir(args.out, "--out")  # before reading the CSV
+    with removing_new_dirs(args.out):
+        _split(args)
+
+
+def _split(args: argparse.Namespace) -> None:
     df = read_train_csv(args.csv)
     if args.holdout_graphemes:
         if args.fold is not None:

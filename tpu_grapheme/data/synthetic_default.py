@@ -57,15 +57,19 @@ def parquet_files(rows: int) -> int:
     return max(1, min(DEFAULT_PARQUET_FILES, rows // ROWS_PER_PARQUET))
 
 
+def synthetic_patterns(*, rows: int, seed: int, root: str = "") -> tuple[str, str]:
+    """(train, valid) TFRecord patterns of the synthetic default, built or not (a run's data identity)."""
+    out = cache_dir(rows=rows, seed=seed, root=root)
+    train, valid = (os.path.join(out, "tfrecords", split, "*.tfrec") for split in ("train", "valid"))
+    return train, valid
+
+
 def ensure_synthetic(
     *, rows: int, seed: int, root: str = "", log: Callable[[str], None] = print
 ) -> tuple[str, str]:
     """Return (train_pattern, valid_pattern) of the synthetic default, building it on first use."""
     out = cache_dir(rows=rows, seed=seed, root=root)
-    patterns = (
-        os.path.join(out, "tfrecords", "train", "*.tfrec"),
-        os.path.join(out, "tfrecords", "valid", "*.tfrec"),
-    )
+    patterns = synthetic_patterns(rows=rows, seed=seed, root=root)
     if os.path.exists(os.path.join(out, "READY")):
         return patterns
     with _exclusive(out):

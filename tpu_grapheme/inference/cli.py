@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from tpu_grapheme import ensemble, reweight
 from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.errors import UserError, cli_main
-from tpu_grapheme.inference.members import load_members
+from tpu_grapheme.inference.members import Member, load_members
 from tpu_grapheme.inference.scoring import check_prior, evaluate, format_table, prior_for, submission_frame
 from tpu_grapheme.inference.streaming import count_images, predict
-from tpu_grapheme.run_dir import META
+from tpu_grapheme.out_paths import check_out_file
+from tpu_grapheme.run_dir import META, RunDir
 
 
 def _resize_arg(text: str) -> tuple[int, int]:
@@ -85,15 +86,34 @@ def _check_inputs(args: argparse.Namespace) -> None:
         if len(read_train_csv(args.valid_csv)) == 0:
             raise UserError(f"{args.valid_csv}: no rows")
         if args.report_json:
-            _check_out_dir(args.report_json, "--report-json")
+            check_out_file(args.report_json, "--report-json")
     else:
-        _check_out_dir(args.output, "--output")
+        check_out_file(args.output, "--output")
 
 
-def _check_out_dir(path: str, flag: str) -> None:
-    out_dir = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(out_dir):
-        raise UserError(f"{flag} directory does not exist: {out_dir}")
+def _check_distinct(specs: Sequence[str]) -> None:
+    """A model listed twice (by two spellings of one file, run dir or checkpoint) is a mistake, not a weight."""
+    seen: dict[str, str] = {}
+    for spec in specs:
+        source = RunDir.resolve_model(spec).path
+        key = source if "://" in source else os.path.realpath(source)
+        if key in seen:
+            raise UserError(f"--model-paths lists {source} twice ({seen[key]} and {spec})")
+        seen[key] = spec
+
+
+def _check_grapheme_mix(mix: float, members: Sequence[Member]) -> None:
+    """`--grapheme-head-mix` needs a model with a whole-grapheme head; say which models it skips."""
+    if mix <= 0:
+        return
+    without = [m.spec for m in members if m.grapheme_index is None]
+    if len(without) == len(members):
+        raise UserError(
+            f"--grapheme-head-mix {mix:g}: no model has a grapheme head ({', '.join(without)}; "
+            "train with --grapheme-head), drop the flag"
+        )
+    for spec in without:
+        print(f"model {spec}: no grapheme head, --grapheme-head-mix leaves it as it is", file=sys.stderr)
 
 
 @cli_main
@@ -109,9 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (0 <= args.grapheme_head_mix <= 1):
         raise UserError(f"--grapheme-head-mix must be in [0, 1], got {args.grapheme_head_mix}")
     _check_inputs(args)  # everything a file or flag can get wrong, before any model is loaded
+    _check_distinct(specs)
     members = load_members(specs, resize=args.resize)
     for m in members:
         print(f"model {m.spec}: {m.source} at {m.resize[0]}x{m.resize[1]}", file=sys.stderr)
+    _check_grapheme_mix(args.grapheme_head_mix, members)  # before predicting
     if args.reweight and not args.valid_csv:
         check_prior(args.reweight_prior, members)  # before predicting the whole test set
     progress = not args.no_progress
