@@ -206,3 +206,18 @@ def test_options_for_fills_from_the_config_and_refuses_gaps_and_shadows():
         options_for(InputConfig, cfg, train_pattern="t/*", valid_pattern="v/*", batch_size=8)
     with pytest.raises(TypeError, match="has no field nonsense"):
         options_for(ScheduleOptions, cfg, nonsense=1)
+
+
+def test_a_whole_config_written_before_the_seeds_lookahead_meaning_keeps_its_meaning(tmp_path):
+    """Old dumps (every field, no ema_decay) carry lookahead_sync: 6 as a default only ranger used."""
+    import yaml
+
+    old = {k: v for k, v in to_dict(TrainConfig()).items() if k != "ema_decay"}
+    old["lookahead_sync"] = 6
+    for optimizer, want in (("adamw", 0), ("ranger", 6)):
+        path = tmp_path / f"{optimizer}.yaml"
+        path.write_text(yaml.safe_dump({**old, "optimizer": optimizer}))
+        assert load_yaml(str(path))["lookahead_sync"] == want
+    short = tmp_path / "seed.yaml"  # a hand-written recipe keeps the seed's meaning: Lookahead on
+    short.write_text(yaml.safe_dump({"radam": True, "lookahead_sync": 6}))
+    assert load_yaml(str(short))["lookahead_sync"] == 6

@@ -29,6 +29,15 @@ def load_yaml(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of TrainConfig fields, got {type(data).__name__}")
+    return upgrade_old_dump(data)
+
+
+def upgrade_old_dump(data: dict[str, Any]) -> dict[str, Any]:
+    """A whole config written before `--lookahead-sync` took the seed's meaning (every field, no
+    `ema_decay`) had `lookahead_sync: 6` as a default that only ranger used: keep that meaning."""
+    old_dump = len(data) > 40 and "ema_decay" not in data
+    if old_dump and data.get("optimizer") != "ranger":
+        return {**data, "lookahead_sync": 0}
     return data
 
 

@@ -209,6 +209,7 @@ class RunDir:
         import yaml
 
         from tpu_grapheme.config import from_dict
+        from tpu_grapheme.config_io import upgrade_old_dump
 
         text = read_text(self.file(CONFIG))
         if text is None:
@@ -219,7 +220,7 @@ class RunDir:
             raise UserError(f"{self.file(CONFIG)} is not valid YAML: {_first_line(e)}") from None
         if not isinstance(data, dict):
             raise UserError(f"{self.file(CONFIG)} must hold a mapping of TrainConfig fields")
-        return from_dict(data)
+        return from_dict(upgrade_old_dump(data))
 
     def write_meta(
         self,

@@ -14,8 +14,8 @@ import argparse
 from collections.abc import Sequence
 
 from tpu_grapheme.config_io import add_arguments, from_args
+from tpu_grapheme.data.out_paths import check_out_dir, removing_new_dirs
 from tpu_grapheme.errors import cli_main
-from tpu_grapheme.out_paths import check_out_dir, removing_new_dirs
 from tpu_grapheme.resume_check import help_text
 
 

@@ -8,10 +8,10 @@ import uuid
 import numpy as np
 import pytest
 import tensorflow as tf
-from tpu_grapheme.data.synthetic_default import data_patterns
 
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import tfrecord
+from tpu_grapheme.data.synthetic_default import data_patterns
 from tpu_grapheme.inference import members, scoring
 from tpu_grapheme.loop import run_training
 from tpu_grapheme.run_dir import RunDir

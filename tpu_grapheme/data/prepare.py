@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from tpu_grapheme.data import kaggle, paths, tfrecord
 from tpu_grapheme.data.manifest import MANIFEST, write_manifest
+from tpu_grapheme.data.out_paths import check_out_dir, removing_new_dirs
 from tpu_grapheme.data.schema import BENGALI, NUM_PIXELS
 from tpu_grapheme.errors import UserError, cli_main
-from tpu_grapheme.out_paths import check_out_dir, removing_new_dirs
 
 _RECORD_OVERHEAD = 80  # Example framing + image_id + labels, bytes
 TFRECORD_FRAMING = 16  # per record in an uncompressed TFRecord file: length (8), its CRC (4), data CRC (4)

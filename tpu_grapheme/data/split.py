@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from tpu_grapheme.data.graphemes import combination_ids
 from tpu_grapheme.data.kaggle import read_train_csv
+from tpu_grapheme.data.out_paths import check_out_dir, removing_new_dirs
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError, cli_main
-from tpu_grapheme.out_paths import check_out_dir, removing_new_dirs
 
 STRATIFY_ON = "grapheme_root"
 UNSEEN = "unseen"  # validation column: 1 when the row's grapheme combination is not in training

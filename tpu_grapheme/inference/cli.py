@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 from tpu_grapheme import ensemble, reweight
 from tpu_grapheme.data.kaggle import read_train_csv
+from tpu_grapheme.data.out_paths import check_out_file
 from tpu_grapheme.errors import UserError, cli_main
 from tpu_grapheme.inference.members import Member, load_members
 from tpu_grapheme.inference.scoring import check_prior, evaluate, format_table, prior_for, submission_frame
 from tpu_grapheme.inference.streaming import count_images, predict
-from tpu_grapheme.out_paths import check_out_file
 from tpu_grapheme.run_dir import META, RunDir
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from tests.cli_errors import one_line_error, start_cli
 from tests.data.conftest import write_kaggle_dir
+from tpu_grapheme.data.out_paths import check_out_dir, check_out_file, removing_new_dirs
 from tpu_grapheme.errors import UserError
-from tpu_grapheme.out_paths import check_out_dir, check_out_file, removing_new_dirs
 
 READ_ONLY = "/sys/tpu_grapheme_out"  # sysfs refuses new files even to root, whom permission bits let through
 
