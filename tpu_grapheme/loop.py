@@ -4,10 +4,9 @@
     python -m tpu_grapheme.train --train-folder 'gs://b/train_0/*' --valid-folder 'gs://b/valid_0/*'
 
 `task.Task` builds the pieces, `controller.Controller` runs the outer loop, `eval_actions` say what
-each evaluation leaves behind. A run resumes from `<run_dir>/checkpoints`: model, optimizer slots,
-global step, loss scale and best metric are restored exactly, so the schedule and the augmentation RNG
-continue where they stopped. The data stream is not checkpointed (distributed iterators are not
-trackable): a resumed run reshuffles with a seed derived from its step.
+each evaluation leaves behind. A run resumes from `<run_dir>/checkpoints` exactly: the checkpoint holds
+the model, optimizer, step, loss scale, best metric and RNG states, and the data position is the step
+(the input order is a function of the step: `data.order`), so nothing about the stream is saved.
 """
 
 from __future__ import annotations
