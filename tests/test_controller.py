@@ -122,3 +122,12 @@ def test_resumed_controller_starts_at_the_trainers_step_and_nothing_left_means_n
 def test_loop_options_are_checked():
     with pytest.raises(ValueError, match="steps_per_loop"):
         LoopOptions(steps=1, checkpoint_interval=1, log_interval=1, steps_per_loop=0)
+
+
+def test_train_log_gets_every_log_interval_with_none_for_all_skipped_calls():
+    trainer = FakeTrainer(skip={6})
+    controller, _, _ = make(trainer)
+    controller.train_log = points = []
+    controller.run()
+    assert [p["step"] for p in points] == [2, 4, 6, 8, 10]
+    assert [p["loss"] for p in points] == [2.0, 4.0, None, 8.0, 10.0] and {p["lr"] for p in points} == {0.1}

@@ -60,17 +60,20 @@ class SaveBest:
 
 
 class History:
-    """One row per evaluation in memory (the run's result) and, when `write`, in `history.json`."""
+    """One row per evaluation in memory (the run's result) and, when `write`, in `history.json`, with
+    the controller's log-interval points `train_log` in `train_log.json`."""
 
     critical = True
 
-    def __init__(self, *, run_dir: RunDir, rows: list[dict[str, Any]], write: bool) -> None:
-        self.run_dir, self.rows, self.write = run_dir, rows, write
+    def __init__(
+        self, *, run_dir: RunDir, rows: list[dict[str, Any]], write: bool, train_log: list | None = None
+    ) -> None:
+        self.run_dir, self.rows, self.write, self.train_log = run_dir, rows, write, train_log
 
     def __call__(self, event: EvalEvent) -> None:
         self.rows.append(event.metrics)
         if self.write:
-            self.run_dir.write_history(self.rows)
+            self.run_dir.write_history(self.rows, self.train_log)
 
 
 class TensorBoardScalars:
@@ -119,8 +122,17 @@ class ExportFinal:
 
     critical = False
 
-    def __init__(self, *, run_dir: RunDir, model: Any, history: list[dict[str, Any]], stop: GracefulStop):
+    def __init__(
+        self,
+        *,
+        run_dir: RunDir,
+        model: Any,
+        history: list[dict[str, Any]],
+        stop: GracefulStop,
+        train_log: Sequence[dict[str, Any]] = (),
+    ):
         self.run_dir, self.model, self.history, self.stop = run_dir, model, history, stop
+        self.train_log = train_log
         self.curves: str | None = None
 
     def __call__(self, event: EvalEvent) -> None:
@@ -132,7 +144,7 @@ class ExportFinal:
             self.run_dir.save_model(self.model, FINAL_MODEL)
             if not tf.io.gfile.exists(self.run_dir.best_model):
                 self.run_dir.save_model(self.model, BEST_MODEL)
-            self.curves = self.run_dir.write_curves(self.history)
+            self.curves = self.run_dir.write_curves(self.history, self.train_log)
         return self.curves
 
 
