@@ -42,7 +42,7 @@ class TrainConfig:
         "", "TFRecord file pattern for training (local or gs://); empty: synthetic default"
     )
     valid_folder: str = _f("", "TFRecord file pattern for validation; empty: synthetic default")
-    synthetic_dir: str = _f("", "cache dir of the synthetic default data set (default ~/.cache/tpu_grapheme)")
+    synthetic_dir: str = _f("", "cache dir of the synthetic default data set", shown="~/.cache/tpu_grapheme")
     synthetic_rows: int = _f(16000, "rows rendered for the synthetic default (train + valid)")
     resize: tuple[int, int] = _f((56, 96), "H,W the images are resized to")
     resize_method: str = _f(
@@ -84,7 +84,7 @@ class TrainConfig:
     )
     weight_decay_rule: str = _f(
         "tfa",
-        "tfa (default, the seed's tfa AdamW/SGDW): var -= wd * var every step, all variables, no lr factor; "
+        "tfa (the seed's tfa AdamW/SGDW): var -= wd * var every step, all variables, no lr factor; "
         "keras (Keras AdamW): var -= lr * wd * var, skipping biases and normalisation",
     )
     schedule: str = _f("cosine", f"lr schedule: {', '.join(SCHEDULES)}")
@@ -118,7 +118,7 @@ class TrainConfig:
     steps_per_loop: int = _f(50, "optimizer steps per tf.function call (host loop)")
     strategy: str = _f("auto", f"{', '.join(STRATEGIES)}; cpu splits the CPU into --cpu-replicas")
     cpu_replicas: int = _f(1, "logical CPU devices for --strategy cpu (tests a TPU's replica path)")
-    tpu: str = _f("", "TPU name or 'local' for a TPU VM (default: $TPU_NAME or local)")
+    tpu: str = _f("", "TPU name or 'local' for a TPU VM", shown="$TPU_NAME, else local")
     seed: int = _f(42, "seed for weights, data order and augmentation")
     deterministic: bool = _f(
         False,
@@ -132,7 +132,7 @@ class TrainConfig:
     eval_batches: int = _f(0, "validation batches per evaluation (0: the whole split)")
     output_dir: str = _f("runs", "parent dir of the run dir (local or gs://)")
     output_suffix: str = _f("", "appended to the run name (seed flag)")
-    run_name: str = _f("", "run dir name (default: arch + resize + suffix)")
+    run_name: str = _f("", "run dir name", shown="arch + resize + suffix, e.g. small_56x96")
     keep_checkpoints: int = _f(3, "checkpoints kept by the CheckpointManager")
     # --- several hosts (Ray Train) ----------------------------------------------------------
     workers: int = _f(
