@@ -24,6 +24,7 @@ from tpu_grapheme.option_checks import (
     STRATEGIES,
     check_decay_rule,
     check_fields,
+    flag,
 )
 
 T = TypeVar("T")
@@ -188,7 +189,7 @@ def field_type(name: str) -> Any:
 
 def _coerce(name: str, value: Any) -> Any:
     """Convert a value from YAML/CLI/Ray to the field's type, or raise a one-line UserError."""
-    hint = _HINTS[name]
+    hint, shown = _HINTS[name], flag(name)
     origin = typing.get_origin(hint)
     try:
         if origin is tuple:
@@ -200,7 +201,7 @@ def _coerce(name: str, value: Any) -> Any:
                 item_types = item_types[:1] * len(value)
             if not isinstance(value, Sequence) or len(value) != len(item_types):
                 count = "" if variable else f"{len(item_types)} "
-                raise UserError(f"{name} needs {count}comma-separated values, got {value!r}")
+                raise UserError(f"{shown} needs {count}comma-separated values, got {value!r}")
             return tuple(t(_num(v, t)) for t, v in zip(item_types, value, strict=True))
         if hint is bool:
             if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -209,12 +210,12 @@ def _coerce(name: str, value: Any) -> Any:
                 return False
             if isinstance(value, bool | int) and value in (0, 1):
                 return bool(value)
-            raise UserError(f"{name} must be true or false, got {value!r}")
+            raise UserError(f"{shown} must be true or false, got {value!r}")
         if hint is int:
             if isinstance(value, bool):
                 raise TypeError
             if isinstance(value, float) and not value.is_integer():
-                raise UserError(f"{name} must be an integer, got {value!r}")
+                raise UserError(f"{shown} must be an integer, got {value!r}")
             return int(_num(value, int))
         if hint is float:
             if isinstance(value, bool):
@@ -227,7 +228,7 @@ def _coerce(name: str, value: Any) -> Any:
     except UserError:
         raise
     except (TypeError, ValueError):
-        raise UserError(f"{name} must be {_type_name(hint)}, got {value!r}") from None
+        raise UserError(f"{shown} must be {type_words(hint)}, got {value!r}") from None
     raise AssertionError(f"unhandled type {hint} for {name}")
 
 
@@ -238,7 +239,8 @@ def _num(v: Any, t: type) -> Any:
     return v
 
 
-def _type_name(hint: Any) -> str:
+def type_words(hint: Any) -> str:
+    """A field type in words for messages: "an integer", "comma-separated numbers"."""
     if typing.get_origin(hint) is tuple:
         return "comma-separated numbers"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
