@@ -212,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for the rendered shards")
     p.add_argument("--per-combination", type=int, required=True, help="images per combination")
     p.add_argument(
-        "--typefaces", nargs="*", default=[], help="bengali-captcha, noto-extremes, FILE[@wght=W,wdth=D]"
+        "--typefaces",
+        nargs="*",
+        default=[],
+        help="bengali-captcha, noto-extremes, FILE[@wght=W,wdth=D] (default: bengali-captcha's fonts when "
+        "installed, else noto-extremes)",
     )
     p.add_argument(
         "--train-records",
