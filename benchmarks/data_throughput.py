@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import kaggle, prepare, tfrecord
 from tpu_grapheme.data.schema import HEIGHT, NUM_CLASSES, PIXEL_COLUMNS, WIDTH
@@ -183,10 +184,10 @@ def print_table(r: dict) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter)
     p.add_argument("--data", default="", help="Kaggle-layout dir (default: generate one)")
     p.add_argument("--rows", type=int, default=2048, help="rows to generate without --data")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="images per pipeline batch")
     p.add_argument("--batches", type=int, default=30, help="timed pipeline batches")
     p.add_argument("--batch-rows", type=int, default=1024, help="parquet rows per read batch")
     p.add_argument("--codec", action="store_true", help="also compare raw / gzip / PNG / seed encodings")

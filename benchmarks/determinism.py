@@ -85,14 +85,22 @@ def _resize(text: str) -> tuple[int, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="small")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--resize", type=_resize, default=(56, 96))
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--steps-per-loop", type=int, default=10)
-    p.add_argument("--synthetic-rows", type=int, default=16000)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--json", default="")
+    p.add_argument("--arch", default="small", help="model arch (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="micro-batch per replica (default: %(default)s)"
+    )
+    p.add_argument("--resize", type=_resize, default=(56, 96), help="H,W of the images (default: 56,96)")
+    p.add_argument(
+        "--steps", type=int, default=60, help="optimizer steps per timed run (default: %(default)s)"
+    )
+    p.add_argument(
+        "--steps-per-loop", type=int, default=10, help="steps per tf.function call (default: %(default)s)"
+    )
+    p.add_argument(
+        "--synthetic-rows", type=int, default=16000, help="rows of the synthetic data (default: %(default)s)"
+    )
+    p.add_argument("--repeats", type=int, default=2, help="timed runs of each setting (default: %(default)s)")
+    p.add_argument("--json", default="", help="write the result here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--deterministic", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default="", help=argparse.SUPPRESS)

@@ -34,12 +34,19 @@ def run(flags: list[str], out: str, name: str) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default="tiny")
-    p.add_argument("--resize", default="32,56")
-    p.add_argument("--batch-size", type=int, default=32, help="per worker")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=80)
-    p.add_argument("--synthetic-dir", default="")
+    p.add_argument("--arch", default="tiny", help="model arch (default: %(default)s)")
+    p.add_argument("--resize", default="32,56", help="H,W of the images (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="micro-batch per worker (default: %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="Ray Train workers of the multi-worker run (default: %(default)s)",
+    )
+    p.add_argument("--steps", type=int, default=80, help="optimizer steps of each run (default: %(default)s)")
+    p.add_argument(
+        "--synthetic-dir", default="", help="cache dir of the synthetic data (default: ~/.cache/tpu_grapheme)"
+    )
     args = p.parse_args()
     common = [
         f"--arch={args.arch}",

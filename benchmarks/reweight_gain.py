@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tpu_grapheme import inference
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 
 
@@ -67,19 +68,23 @@ def _train_loop(args, train_csv: str, valid_csv: str, pattern: str, work: str) -
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter)
     p.add_argument("--work", default="/tmp/reweight_gain", help="data, splits, runs and the JSON result")
     p.add_argument("--data", default="", help="existing Kaggle-layout dir (default: render into WORK/data)")
-    p.add_argument("--rows", type=int, default=8000)
+    p.add_argument("--rows", type=int, default=8000, help="rows rendered without --data")
     p.add_argument("--imbalance", type=float, default=1.0, help="root prior max/min = 100**x (1 ~ real data)")
-    p.add_argument("--valid-frac", type=float, default=0.25)
-    p.add_argument("--arch", default="small")
-    p.add_argument("--resize", type=inference._resize_arg, default=(64, 112))
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--max-lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-name", default="", help="run dir name under WORK/runs")
+    p.add_argument("--valid-frac", type=float, default=0.25, help="validation share of the rows")
+    p.add_argument("--arch", default="small", help="model arch")
+    p.add_argument(
+        "--resize", type=inference._resize_arg, default=(64, 112), help="H,W of the images (default: 64,112)"
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="training micro-batch")
+    p.add_argument("--steps", type=int, default=600, help="training steps")
+    p.add_argument("--max-lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of data, split and training")
+    p.add_argument(
+        "--run-name", default="", help="run dir name under WORK/runs (default: the training's own)"
+    )
     p.add_argument("--powers", default="0.5,1.0,1.2", help="reweight powers to score")
     args = p.parse_args(argv)
 

@@ -30,6 +30,7 @@ from harness import Runner, best, device_info, elapsed, load_average, log, matmu
 from workload import MIX, Workload  # noqa: E402
 
 from tpu_grapheme import distribute  # noqa: E402
+from tpu_grapheme.cli_help import DefaultsFormatter  # noqa: E402
 from tpu_grapheme.errors import UserError, cli_main  # noqa: E402
 
 SCENARIOS = (scenario_loops, scenario_pipeline, scenario_augment, scenario_accum)
@@ -39,19 +40,30 @@ _ALIVE: list = []
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default=None, help="model arch (default small; tiny with --quick)")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter)
+    p.add_argument("--arch", default=None, help="model arch (default: small; tiny with --quick)")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="per-replica micro-batch (default 64; 32 quick)"
+        "--batch-size", type=int, default=None, help="per-replica micro-batch (default: 64; 32 with --quick)"
     )
-    p.add_argument("--resize", default=None, help="H,W (default 64,112; 32,56 with --quick)")
+    p.add_argument("--resize", default=None, help="H,W (default: 64,112; 32,56 with --quick)")
     p.add_argument(
-        "--steps", type=int, default=None, help="optimizer steps per timed window (default 5; 4 quick)"
+        "--steps",
+        type=int,
+        default=None,
+        help="optimizer steps per timed window (default: 5; 4 with --quick)",
     )
     p.add_argument(
-        "--steps-per-loop", type=int, default=None, help="N for steps_per_loop / steps_per_execution"
+        "--steps-per-loop",
+        type=int,
+        default=None,
+        help="N for steps_per_loop / steps_per_execution (default: 5; 2 with --quick)",
     )
-    p.add_argument("--repeats", type=int, default=None, help="timed windows per configuration (default 5)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed windows per configuration (default: 5; 3 with --quick)",
+    )
     p.add_argument(
         "--precisions", default="float32,bfloat16,float16", help="mixed precision policies to time"
     )
@@ -59,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--jit-probe",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also time the other XLA setting for our loop and fit (default on; off with --quick)",
+        help="also time the other XLA setting for our loop and fit (default: on; off with --quick)",
     )
     p.add_argument(
         "--replicas", type=int, default=2, help="logical CPU devices of the accumulation comparison"
@@ -68,9 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-folder", default="", help="TFRecord pattern (default: the synthetic default)")
     p.add_argument("--synthetic-rows", type=int, default=3000, help="rows of the synthetic default data set")
     p.add_argument(
-        "--synthetic-dir", default="", help="cache dir of the synthetic data (default ~/.cache/...)"
+        "--synthetic-dir", default="", help="cache dir of the synthetic data (default: ~/.cache/tpu_grapheme)"
     )
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of weights, data and augmentation")
     p.add_argument("--quick", action="store_true", help="tiny windows on the tiny arch: a smoke test")
     p.add_argument(
         "--profile", default="", help="also trace one window of our loop and of tuned fit (TF profiler) here"

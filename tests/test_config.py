@@ -32,12 +32,12 @@ def test_values_from_strings_are_coerced():
     ("values", "needle"),
     [
         ({"max_lrr": 1e-3}, "did you mean 'max_lr'"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"steps": 1.5}, "steps must be an integer"),
-        ({"arch": "b9"}, "arch 'b9' is not one of"),
-        ({"resize": "64"}, "resize needs 2"),
+        ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"steps": 1.5}, "--steps must be an integer"),
+        ({"arch": "b9"}, "--arch 'b9' is not one of"),
+        ({"resize": "64"}, "--resize needs 2"),
         ({"train_folder": "gs://b/train/*"}, "give both"),
-        ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+        ({"dropout": 1.0}, "--dropout must be in [0, 1)"),
     ],
 )
 def test_bad_values_are_one_line_user_errors(values, needle):
@@ -153,8 +153,8 @@ def test_head_weights_round_trip_and_resolve_where_the_step_is_built(tmp_path):
 @pytest.mark.parametrize(
     ("value", "needle"),
     [
-        ("a,b", "head_weights must be comma-separated numbers"),
-        ("-1,1,1", "head_weights must be >= 0"),
+        ("a,b", "--head-weights must be comma-separated numbers"),
+        ("-1,1,1", "--head-weights must be >= 0"),
         (2.0, "needs comma"),
     ],
 )

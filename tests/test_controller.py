@@ -120,5 +120,36 @@ def test_resumed_controller_starts_at_the_trainers_step_and_nothing_left_means_n
 
 
 def test_loop_options_are_checked():
-    with pytest.raises(ValueError, match="steps_per_loop"):
+    with pytest.raises(ValueError, match="--steps-per-loop"):
         LoopOptions(steps=1, checkpoint_interval=1, log_interval=1, steps_per_loop=0)
+
+
+def test_train_log_gets_every_log_interval_with_none_for_all_skipped_calls():
+    trainer = FakeTrainer(skip={6})
+    controller, _, _ = make(trainer)
+    controller.train_log = points = []
+    controller.run()
+    assert [p["step"] for p in points] == [2, 4, 6, 8, 10]
+    assert [p["loss"] for p in points] == [2.0, 4.0, None, 8.0, 10.0] and {p["lr"] for p in points} == {0.1}
+
+
+class ScaledTrainer(FakeTrainer):
+    def train(self, num_steps: int) -> TrainOutput:
+        return dataclasses.replace(super().train(num_steps), loss_scale=1024.0)
+
+
+@pytest.mark.parametrize(("trainer_cls", "scaled"), [(FakeTrainer, False), (ScaledTrainer, True)])
+def test_train_summaries_read_back_by_tensorboard(tmp_path, trainer_cls, scaled):
+    """No images_per_sec at the first (compiling) step; loss_scale only when the step has one (float16)."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    controller, _, _ = make(trainer_cls())
+    controller.writer = tf.summary.create_file_writer(str(tmp_path))
+    controller.run()
+    controller.writer.flush()
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0}).Reload()
+    tags = set(events.Tags()["tensors"])
+    assert [e.step for e in events.Tensors("train/loss")][0] == 1
+    assert 1 not in [e.step for e in events.Tensors("train/images_per_sec")]
+    assert ("train/loss_scale" in tags) == scaled

@@ -8,6 +8,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.errors import UserError
@@ -85,11 +86,28 @@ def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
         "training_curves.png",
     ):
         assert os.path.exists(os.path.join(run, name)), name
+    train_log = _read_json(os.path.join(run, "train_log.json"))  # the curves' train loss: every log interval
+    assert [p["step"] for p in train_log] == [4, 8] and all(np.isfinite(p["loss"]) for p in train_log)
+    _assert_train_summaries(os.path.join(run, "tensorboard"))
     meta = _read_json(os.path.join(run, "model_meta.json"))
     assert meta["resize"] == [32, 56] and sum(meta["class_counts"]["grapheme_root"]) == 96
     model = keras.models.load_model(result.model_path, safe_mode=True)
     assert [o.shape[-1] for o in model.outputs] == [168, 11, 7]
     _assert_metric_is_sklearn_2_1_1(model, cfg, result.metrics)
+
+
+def _assert_train_summaries(logdir: str) -> None:
+    """Read back with TensorBoard's own reader: no images_per_sec at the first (compiling) step, and no
+    loss_scale under float32 (it is a float16-only scalar)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(logdir, size_guidance={"tensors": 0}).Reload()
+    tags = events.Tags()["tensors"]
+    assert {"train/loss", "train/lr", "train/images_per_sec", "valid/hierarchical_recall"} <= set(tags)
+    assert not [t for t in tags if "loss_scale" in t]
+    rate_steps = [e.step for e in events.Tensors("train/images_per_sec")]
+    assert 1 not in rate_steps and min(e.step for e in events.Tensors("train/loss")) == 1
+    assert all(float(tf.make_ndarray(e.tensor_proto)) > 0 for e in events.Tensors("train/images_per_sec"))
 
 
 def _assert_metric_is_sklearn_2_1_1(model, cfg: TrainConfig, reported: dict) -> None:
@@ -138,6 +156,8 @@ def test_interrupt_then_resume_equals_uninterrupted(synthetic_dir, tmp_path):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
     history = _read_json(os.path.join(resumed.run_dir, "history.json"))
     assert [h["step"] for h in history] == [3, 6]
+    train_log = _read_json(os.path.join(resumed.run_dir, "train_log.json"))  # read back: curves stay whole
+    assert [p["step"] for p in train_log] == [3, 6]
 
 
 def test_finished_run_is_not_retrained(synthetic_dir, tmp_path):

@@ -276,12 +276,12 @@ def test_default_decay_is_the_optimizers_own_and_off_for_radam_as_in_the_seed():
 def test_optimizer_options_are_validated_and_keyword_only():
     good = options_for(OptimizerOptions, TrainConfig())
     for bad, needle in (
-        ({"optimizer_name": "lamb"}, "optimizer_name 'lamb' is not one of"),
-        ({"weight_decay_rule": "torch"}, "weight_decay_rule 'torch' is not one of"),
-        ({"effective_weight_decay": -1.0}, "effective_weight_decay must be >= 0"),
+        ({"optimizer_name": "lamb"}, "--optimizer 'lamb' is not one of"),
+        ({"weight_decay_rule": "torch"}, "--weight-decay-rule 'torch' is not one of"),
+        ({"effective_weight_decay": -1.0}, "--weight-decay must be >= 0"),
         ({"effective_weight_decay": 1.0}, "tfa weight decay rule needs weight_decay < 1"),
-        ({"effective_lookahead_sync": -1}, "effective_lookahead_sync must be >= 0"),
-        ({"lookahead_alpha": 0.0}, "lookahead_alpha must be in (0, 1]"),
+        ({"effective_lookahead_sync": -1}, "--lookahead-sync must be >= 0"),
+        ({"lookahead_alpha": 0.0}, "--lookahead-alpha must be in (0, 1]"),
     ):
         # A UserError (a ValueError): one line, the same rule and message as the config's.
         with pytest.raises(ValueError, match=re.escape(needle)):

@@ -184,3 +184,18 @@ def test_config_model_and_files_round_trip(root):
     assert not os.path.exists(local) or not run_dir.paths.is_uri(path)  # a URI's local copy is gone
     assert run.write_curves([]) is None
     assert _files(run.path) == sorted([run_dir.BEST_MODEL, run_dir.CONFIG])
+
+
+def test_train_log_written_with_history_and_read_back_up_to_a_step(tmp_path):
+    run = RunDir(str(tmp_path))
+    assert run.read_history(train_log=True) == []
+    run.write_history(
+        [{"step": 4}], [{"step": 2, "loss": 1.0, "lr": 0.1}, {"step": 4, "loss": None, "lr": 0.1}]
+    )
+    assert run.read_history() == [{"step": 4}]
+    assert [p["step"] for p in run.read_history(up_to_step=3, train_log=True)] == [2]
+    curves = run.write_curves(
+        [{"step": 4, "train_loss": 1.0, "valid_loss": 1.2, "lr": 0.1, "hierarchical_recall": 0.3}],
+        run.read_history(train_log=True),
+    )
+    assert curves and os.path.getsize(curves) > 0

@@ -108,10 +108,10 @@ def test_cosine_matches_the_seed_definition_at_every_step_of_an_odd_length_run()
 
 def test_schedule_options_are_validated_and_narrow():
     for bad, needle in (
-        ({"schedule": "linear"}, "schedule 'linear' is not one of"),
-        ({"steps": 0}, "steps must be >= 1"),
-        ({"warmup_frac": 1.0}, "warmup_frac must be in [0, 1)"),  # the same rule as TrainConfig's
-        ({"max_lr": 11.0}, "max_lr must be in (0, 10]"),
+        ({"schedule": "linear"}, "--schedule 'linear' is not one of"),
+        ({"steps": 0}, "--steps must be >= 1"),
+        ({"warmup_frac": 1.0}, "--warmup-frac must be in [0, 1)"),  # the same rule as TrainConfig's
+        ({"max_lr": 11.0}, "--max-lr must be in (0, 10]"),
     ):
         fields = {
             "schedule": "cosine",

@@ -1,10 +1,8 @@
 """`TrainConfig`: every training knob in one typed, validated, frozen dataclass.
 
-The CLI (`python -m tpu_grapheme.train`), the YAML search spaces (`tune/`) and the Ray trainable
-all build this one class, so there is exactly one copy of each default. Field metadata carries the
-CLI help; `add_arguments` / `from_args` derive the argparse flags from the fields. The lower layers'
-option classes take these field names without defaults; `options_for` fills them from a config.
-"""
+The CLI, YAML search spaces and the Ray trainable all build this one class: one copy of each default.
+Field metadata carries the CLI help; the lower layers' option classes take these field names without
+defaults, and `options_for` fills them from a config."""
 
 from __future__ import annotations
 
@@ -25,6 +23,7 @@ from tpu_grapheme.option_checks import (
     check_decay_rule,
     check_fields,
     check_weights,
+    flag,
 )
 
 T = TypeVar("T")
@@ -45,7 +44,7 @@ class TrainConfig:
         "", "TFRecord file pattern for training (local or gs://); empty: synthetic default"
     )
     valid_folder: str = _f("", "TFRecord file pattern for validation; empty: synthetic default")
-    synthetic_dir: str = _f("", "cache dir of the synthetic default data set (default ~/.cache/tpu_grapheme)")
+    synthetic_dir: str = _f("", "cache dir of the synthetic default data set", shown="~/.cache/tpu_grapheme")
     synthetic_rows: int = _f(16000, "rows rendered for the synthetic default (train + valid)")
     resize: tuple[int, int] = _f((56, 96), "H,W the images are resized to")
     resize_method: str = _f(
@@ -89,7 +88,7 @@ class TrainConfig:
     )
     weight_decay_rule: str = _f(
         "tfa",
-        "tfa (default, the seed's tfa AdamW/SGDW): var -= wd * var every step, all variables, no lr factor; "
+        "tfa (the seed's tfa AdamW/SGDW): var -= wd * var every step, all variables, no lr factor; "
         "keras (Keras AdamW): var -= lr * wd * var, skipping biases and normalisation",
     )
     schedule: str = _f("cosine", f"lr schedule: {', '.join(SCHEDULES)}")
@@ -126,7 +125,7 @@ class TrainConfig:
     steps_per_loop: int = _f(50, "optimizer steps per tf.function call (host loop)")
     strategy: str = _f("auto", f"{', '.join(STRATEGIES)}; cpu splits the CPU into --cpu-replicas")
     cpu_replicas: int = _f(1, "logical CPU devices for --strategy cpu (tests a TPU's replica path)")
-    tpu: str = _f("", "TPU name or 'local' for a TPU VM (default: $TPU_NAME or local)")
+    tpu: str = _f("", "TPU name or 'local' for a TPU VM", shown="$TPU_NAME, else local")
     seed: int = _f(42, "seed for weights, data order and augmentation")
     deterministic: bool = _f(
         False,
@@ -140,7 +139,7 @@ class TrainConfig:
     eval_batches: int = _f(0, "validation batches per evaluation (0: the whole split)")
     output_dir: str = _f("runs", "parent dir of the run dir (local or gs://)")
     output_suffix: str = _f("", "appended to the run name (seed flag)")
-    run_name: str = _f("", "run dir name (default: arch + resize + suffix)")
+    run_name: str = _f("", "run dir name", shown="arch + resize + suffix, e.g. small_56x96")
     keep_checkpoints: int = _f(3, "checkpoints kept by the CheckpointManager")
     # --- several hosts (Ray Train) ----------------------------------------------------------
     workers: int = _f(
@@ -206,7 +205,7 @@ def field_type(name: str) -> Any:
 
 def _coerce(name: str, value: Any) -> Any:
     """Convert a value from YAML/CLI/Ray to the field's type, or raise a one-line UserError."""
-    hint = _HINTS[name]
+    hint, shown = _HINTS[name], flag(name)
     origin = typing.get_origin(hint)
     try:
         if origin is tuple:
@@ -218,7 +217,7 @@ def _coerce(name: str, value: Any) -> Any:
                 item_types = item_types[:1] * len(value)
             if not isinstance(value, Sequence) or len(value) != len(item_types):
                 count = "" if variable else f"{len(item_types)} "
-                raise UserError(f"{name} needs {count}comma-separated values, got {value!r}")
+                raise UserError(f"{shown} needs {count}comma-separated values, got {value!r}")
             return tuple(t(_num(v, t)) for t, v in zip(item_types, value, strict=True))
         if hint is bool:
             if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -227,12 +226,12 @@ def _coerce(name: str, value: Any) -> Any:
                 return False
             if isinstance(value, bool | int) and value in (0, 1):
                 return bool(value)
-            raise UserError(f"{name} must be true or false, got {value!r}")
+            raise UserError(f"{shown} must be true or false, got {value!r}")
         if hint is int:
             if isinstance(value, bool):
                 raise TypeError
             if isinstance(value, float) and not value.is_integer():
-                raise UserError(f"{name} must be an integer, got {value!r}")
+                raise UserError(f"{shown} must be an integer, got {value!r}")
             return int(_num(value, int))
         if hint is float:
             if isinstance(value, bool):
@@ -245,7 +244,7 @@ def _coerce(name: str, value: Any) -> Any:
     except UserError:
         raise
     except (TypeError, ValueError):
-        raise UserError(f"{name} must be {_type_name(hint)}, got {value!r}") from None
+        raise UserError(f"{shown} must be {type_words(hint)}, got {value!r}") from None
     raise AssertionError(f"unhandled type {hint} for {name}")
 
 
@@ -256,7 +255,8 @@ def _num(v: Any, t: type) -> Any:
     return v
 
 
-def _type_name(hint: Any) -> str:
+def type_words(hint: Any) -> str:
+    """A field type in words for messages: "an integer", "comma-separated numbers"."""
     if typing.get_origin(hint) is tuple:
         return "comma-separated numbers"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))

@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group = parser.add_argument_group(starts[f.name])
         flag = "--" + f.name.replace("_", "-")
         hint = field_type(f.name)
-        help_text = f"{f.metadata['help']} (default: {_show(f.default)})"
+        help_text = f"{f.metadata['help']} (default: {f.metadata.get('shown') or _show(f.default)})"
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif f.name == "mixed_precision":

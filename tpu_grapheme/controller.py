@@ -65,13 +65,16 @@ class Controller:
         log: Callable[[str], None] = print,
         summary_writer: Any = None,
         metric: str = "hierarchical_recall",
+        train_log: list[dict[str, Any]] | None = None,
     ) -> None:
         """`best_metric`: a variable (`numpy()`, `assign()`) saved with the checkpoint, so a resumed run
-        knows its best; `summary_writer`: a `tf.summary` writer for the train scalars (None: none)."""
+        knows its best; `summary_writer`: a `tf.summary` writer for the train scalars (None: none);
+        `train_log`: a list that gets {step, loss, lr} at every log interval (the curves' train loss)."""
         self.trainer, self.evaluate, self.checkpoints = trainer, evaluate, checkpoints
         self.best, self.actions, self.options = best_metric, tuple(actions), options
         self.global_batch, self.train_images = global_batch, train_images
         self.stop, self.log, self.writer, self.metric = stop, log, summary_writer, metric
+        self.train_log = train_log
 
     def run(self) -> dict[str, float]:
         """Train from the trainer's step to `steps`; the last evaluation's metrics ({} if none was due)."""
@@ -138,6 +141,8 @@ class Controller:
     def _log_progress(self, step: int, n: int, out: TrainOutput, meter: Throughput) -> None:
         o = self.options
         skipped = f" ({n - out.applied} of {n} skipped: overflow)" if out.applied < n else ""
+        if self.train_log is not None:  # an all-skipped call has no loss: None (JSON null)
+            self.train_log.append({"step": step, "loss": out.loss if out.applied else None, "lr": out.lr})
         self.log(
             f"step {step}/{o.steps}  loss {out.loss:.4f}{skipped}  lr {out.lr:.2e}  {meter.rate:,.0f} img/s  "
             f"{step * self.global_batch / self.train_images:.1f} epochs  eta {fmt_time(meter.eta(o.steps - step))}"

@@ -62,17 +62,20 @@ class SaveBest:
 
 
 class History:
-    """One row per evaluation in memory (the run's result) and, when `write`, in `history.json`."""
+    """One row per evaluation in memory (the run's result) and, when `write`, in `history.json`, with
+    the controller's log-interval points `train_log` in `train_log.json`."""
 
     critical = True
 
-    def __init__(self, *, run_dir: RunDir, rows: list[dict[str, Any]], write: bool) -> None:
-        self.run_dir, self.rows, self.write = run_dir, rows, write
+    def __init__(
+        self, *, run_dir: RunDir, rows: list[dict[str, Any]], write: bool, train_log: list | None = None
+    ) -> None:
+        self.run_dir, self.rows, self.write, self.train_log = run_dir, rows, write, train_log
 
     def __call__(self, event: EvalEvent) -> None:
         self.rows.append(event.metrics)
         if self.write:
-            self.run_dir.write_history(self.rows)
+            self.run_dir.write_history(self.rows, self.train_log)
 
 
 class TensorBoardScalars:
@@ -130,8 +133,10 @@ class ExportFinal:
         history: list[dict[str, Any]],
         stop: GracefulStop,
         ema: WeightEMA | None = None,
+        train_log: Sequence[dict[str, Any]] = (),
     ):
         self.run_dir, self.model, self.history, self.stop, self.ema = run_dir, model, history, stop, ema
+        self.train_log = train_log
         self.curves: str | None = None
 
     def __call__(self, event: EvalEvent) -> None:
@@ -143,7 +148,7 @@ class ExportFinal:
             self.run_dir.save_model(self.model, FINAL_MODEL)
             if not tf.io.gfile.exists(self.run_dir.best_model):
                 self.run_dir.save_model(self.model, BEST_MODEL)
-            self.curves = self.run_dir.write_curves(self.history)
+            self.curves = self.run_dir.write_curves(self.history, self.train_log)
         return self.curves
 
 

@@ -87,12 +87,14 @@ class _Run:
             self.pieces.checkpoint, max_to_keep=self.cfg.keep_checkpoints, chief=task.chief
         )
         self.history: list[dict] = []
+        self.train_log: list[dict] = []  # the controller's log-interval points: the curves' train loss
         self.export = eval_actions.ExportFinal(
             run_dir=task.run_dir,
             model=self.pieces.model,
             history=self.history,
             stop=stop,
             ema=self.pieces.ema,
+            train_log=self.train_log,
         )
         self.on_eval = on_eval
 
@@ -115,6 +117,7 @@ class _Run:
             log(f"resumed from {latest} at step {self.global_step}")
         start = self.global_step
         self.history.extend(task.run_dir.read_history(up_to_step=start))
+        self.train_log.extend(task.run_dir.read_history(up_to_step=start, train_log=True))
         if task.chief:
             self._write_start_files()
         self._log_start(start)
@@ -141,7 +144,7 @@ class _Run:
         chief, rd = task.chief, task.run_dir
         actions = [
             eval_actions.SaveBest(run_dir=rd, model=p.model, ema=p.ema) if chief else None,
-            eval_actions.History(run_dir=rd, rows=self.history, write=chief),
+            eval_actions.History(run_dir=rd, rows=self.history, write=chief, train_log=self.train_log),
             eval_actions.TensorBoardScalars(writer=writer) if chief else None,
             eval_actions.LogEval(log=task.log, head_names=task.head_names),
             self.export if chief else None,
@@ -161,6 +164,7 @@ class _Run:
             stop=self.stop,
             log=task.log,
             summary_writer=writer,
+            train_log=self.train_log,
         )
 
     def _train_iterator(self, start: int):

@@ -295,7 +295,9 @@ def _reseed(model: keras.Model, seed: int) -> None:
 
 
 def model_flops(model: keras.Model) -> int:
-    """Forward FLOPs per image: 2 x multiply-adds of every Conv2D, DepthwiseConv2D and Dense layer.
+    """Forward FLOPs per image: 2 FLOPs (a multiply and an add) per multiply-accumulate (MAC) of every
+    Conv2D, DepthwiseConv2D and Dense layer, the convention of peak FLOP/s figures (and of the matmul
+    peak MFU divides by). fvcore/thop-style counters report MACs: half this figure.
 
     Element-wise work (BN, activations, pooling, SE multiplies) is left out; it is a few percent.
     """

@@ -151,11 +151,21 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
 }
 
 
+# Resolved properties are checked under the flag their value comes from.
+_FLAG_OF = {"optimizer_name": "optimizer", "effective_weight_decay": "weight_decay"}
+
+
+def flag(name: str) -> str:
+    """Field `name` as a user types it: `--batch-size` (YAML keys and `--set` accept the same spelling)."""
+    return "--" + _FLAG_OF.get(name, name).replace("_", "-")
+
+
 def check(name: str, value: Any) -> None:
-    """Raise the one-line `UserError` when `value` breaks the rule for option `name` (if it has one)."""
+    """Raise the one-line `UserError` when `value` breaks the rule for option `name` (if it has one);
+    the message names the option as its flag."""
     rule = CHECKS.get(name)
     if rule is not None:
-        rule(name, value)
+        rule(flag(name), value)
 
 
 def check_decay_rule(rule: str, weight_decay: float) -> None:

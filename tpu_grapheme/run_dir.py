@@ -1,5 +1,4 @@
-"""A run directory: the one owner of every file name in it (checkpoints included), and of how each
-file is written and read.
+"""A run directory: the one owner of every file name in it (checkpoints included) and of their I/O.
 
     <output_dir>/<run_name>/
         checkpoints/          ckpt-<step>.* saves of a tf.train.CheckpointManager and its state file
@@ -7,6 +6,7 @@ file is written and read.
         model_meta.json       input size, resize method, normalisation, label heads, training class counts
         config.yaml           the TrainConfig the run was started with
         history.json          one metrics row per evaluation
+        train_log.json        step, train loss and learning rate at every log interval
         training_curves.png   history as a plot;  tensorboard/  summaries
         ray_train/            Ray Train's run state of a multi-worker training (`--workers N`)
 
@@ -45,6 +45,7 @@ FINAL_MODEL = "model_final.keras"
 META = "model_meta.json"
 CONFIG = "config.yaml"
 HISTORY = "history.json"
+TRAIN_LOG = "train_log.json"
 CURVES = "training_curves.png"
 TENSORBOARD = "tensorboard"
 RAY_TRAIN = "ray_train"
@@ -265,12 +266,15 @@ class RunDir:
         except (ValueError, TypeError, KeyError) as e:
             raise UserError(f"{self.file(META)}: unreadable model meta ({_first_line(e)})") from None
 
-    def read_history(self, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
-        text = read_text(self.file(HISTORY))
-        rows = json.loads(text) if text else []
+    def read_history(self, *, up_to_step: int | None = None, train_log: bool = False) -> list[dict[str, Any]]:
+        """Rows of `history.json` (`train_log`: of `train_log.json`) up to `up_to_step` (a resumed run's)."""
+        rows = json.loads(read_text(self.file(TRAIN_LOG if train_log else HISTORY)) or "[]")
         return [r for r in rows if up_to_step is None or r["step"] <= up_to_step]
 
-    def write_history(self, rows: Sequence[dict[str, Any]]) -> None:
+    def write_history(self, rows: Sequence[dict[str, Any]], train_log: Sequence[dict] | None = None) -> None:
+        """`history.json` and, when given, `train_log.json` (written first: history is the later one)."""
+        if train_log is not None:
+            write_text_atomic(self.file(TRAIN_LOG), json.dumps(list(train_log)))
         write_text_atomic(self.file(HISTORY), json.dumps(list(rows)))
 
     # --- models and plots -------------------------------------------------------------------------
@@ -280,13 +284,13 @@ class RunDir:
         save_model_atomic(model, path)
         return path
 
-    def write_curves(self, history: Sequence[dict[str, Any]]) -> str | None:
-        """Loss and recall against the step, as a PNG (None when there is no history yet)."""
+    def write_curves(self, history: Sequence[dict[str, Any]], train_log: Sequence[dict] = ()) -> str | None:
+        """Loss, learning rate and recall against the step, as a PNG (None when there is no history yet)."""
         if not history:
             return None
         from tpu_grapheme.curves import plot_history
 
-        fig = plot_history(history, title=basename(self.path))
+        fig = plot_history(history, title=basename(self.path), train_log=train_log)
         write_file_atomic(self.curves, ".png", lambda p: fig.savefig(p, dpi=100))
         return self.curves
 

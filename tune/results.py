@@ -125,30 +125,55 @@ def write_best_yaml(
     return path
 
 
+# How each trial's last point is marked: (marker, size, legend text), by `TrialSummary.ended`.
+_END_MARKERS = {
+    "completed": ("o", 7, "completed"),
+    "stopped early": ("X", 11, "stopped early (scheduler)"),
+    "error": ("s", 9, "error"),
+    "interrupted": ("^", 9, "interrupted"),
+}
+
+
+def _trial_label(t: TrialSummary, mode: str) -> str:
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()))
+    return f"{t.trial_id}: {params}\n  best {_fmt(t.best(mode))}, {t.ended} at step {t.last_step}"
+
+
 def plot_trials(trials: Sequence[TrialSummary], *, metric: str, mode: str, path: str, title: str = "") -> str:
-    """One line per trial: the metric against the training step (early-stopped lines end early)."""
+    """One line per trial: the metric against the training step, its last point marked by how the
+    trial ended (a trial stopped after one report is a lone cross); its parameters in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(12, 5))
     for t in rank(trials, mode):
-        if not t.steps:
+        if not t.steps:  # listed in the legend all the same
+            ax.plot([], [], " ", label=_trial_label(t, mode).split("\n")[0] + f"\n  no result ({t.ended})")
             continue
         style = "--" if t.stopped_early else "-"
-        ax.plot(
-            t.steps, t.values, style, marker="o", markersize=3, label=f"{t.trial_id} ({_fmt(t.best(mode))})"
-        )
-    ax.set_xlabel("step")
+        (line,) = ax.plot(t.steps, t.values, style, marker="o", markersize=3, label=_trial_label(t, mode))
+        marker, size, _ = _END_MARKERS.get(t.ended, ("D", 8, ""))
+        ax.plot(t.steps[-1:], t.values[-1:], marker, ms=size, color=line.get_color(), mec="black", mew=0.8)
+    ax.set_xlabel("training step")
     ax.set_ylabel(metric)
-    ax.set_title(title or f"{metric} per trial (dashed: stopped early)")
+    ax.set_title(title or f"{metric} per trial (last point marked by how the trial ended)")
     ax.grid(alpha=0.3)
+    extra = []
     if trials:
-        ax.legend(fontsize=7, loc="best")
+        ends = [
+            Line2D([], [], ls="", marker=m, ms=s * 0.8, color="gray", mec="black", label=text)
+            for m, s, text in _END_MARKERS.values()
+        ]
+        first = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="trial: parameters")
+        ax.add_artist(first)
+        extra.append(first)
+        ax.legend(handles=ends, fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0), title="last point")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight", bbox_extra_artists=extra)
     plt.close(fig)
     return path
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data import paths
 from tpu_grapheme.errors import UserError, cli_main
 from tune import cluster, optuna_study, storage, tuner
@@ -37,17 +38,32 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n")[0])
-    p.add_argument("--space", help="space YAML: a path, or a shipped name (cutmix, mixup, optimizer)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE", help="fix a TrainConfig field"
+    p = argparse.ArgumentParser(
+        prog="python -m tune.search", description=__doc__.split("\n")[0], formatter_class=DefaultsFormatter
     )
-    p.add_argument("--steps", type=int, help="fix steps; rescales checkpoint_interval and ASHA unless given")
-    p.add_argument("--trials", type=int, help="number of trials (overrides search.trials)")
-    p.add_argument("--max-concurrent", type=int, help="trials running at once (overrides the space)")
-    p.add_argument("--grace-period", type=int, help="ASHA grace period in steps (overrides the space)")
-    p.add_argument("--seed", type=int, help="Optuna sampler seed (overrides the space)")
-    p.add_argument("--resources", metavar="cpu=N,gpu=N,tpu=N|host", help="per-trial resources override")
+    p.add_argument(
+        "--space",
+        help="space YAML: a path, or a shipped name (cutmix, mixup, optimizer); required unless --resume",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="fix a TrainConfig field (repeatable)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="fix steps; rescales checkpoint_interval and ASHA unless given (default: the space's)",
+    )
+    p.add_argument("--trials", type=int, help="number of trials (default: the space's search.trials)")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: the space's)")
+    p.add_argument("--grace-period", type=int, help="ASHA grace period in steps (default: the space's)")
+    p.add_argument("--seed", type=int, help="Optuna sampler seed (default: the space's)")
+    p.add_argument(
+        "--resources", metavar="cpu=N,gpu=N,tpu=N|host", help="per-trial resources (default: the space's)"
+    )
     p.add_argument(
         "--storage", default=storage.DEFAULT_STORAGE, help="experiment parent dir: local path, NFS or gs://"
     )
@@ -59,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="experiment name (default: <space>-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
-    p.add_argument("--address", help="join a running Ray cluster (host:port or auto); default: local Ray")
+    p.add_argument(
+        "--address", help="join a running Ray cluster, host:port or auto (default: a local Ray instance)"
+    )
     p.add_argument(
         "--max-failures", type=int, default=2, help="retries of a crashed trial (from its checkpoint)"
     )

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from tpu_grapheme.config import field_name, field_type, from_dict, normalize_keys, to_dict
+from tpu_grapheme.config import field_name, field_type, from_dict, normalize_keys, to_dict, type_words
 from tpu_grapheme.errors import UserError, did_you_mean
 from tune.space import DISTRIBUTIONS, METRICS, Param, Resources, Scheduler, SearchSpace
 
@@ -156,7 +156,7 @@ def number(v: Any, what: str, *, integer: bool = False) -> float | int:
 
 def _param(name: str, kind: str, args: Any, what: str) -> Param:
     hint = field_type(name)
-    type_name = getattr(hint, "__name__", str(hint))
+    type_name = type_words(hint)  # "an integer", "comma-separated numbers": words, not tuple[float, ...]
     if kind == "choice":
         if not isinstance(args, list) or not args:
             raise UserError(f"{what}: choice needs a non-empty list of values, got {_show(args)}")

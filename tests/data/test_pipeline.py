@@ -102,7 +102,7 @@ def test_enlarging_is_the_seeds_bicubic_by_default():
     bilinear = tf.image.resize(tf.cast(img, tf.float32), (192, 330), method="bilinear")
     np.testing.assert_allclose(pipeline.resize_images(img, (192, 330), "bilinear").numpy(), bilinear.numpy())
     assert pipeline.resize_method_for((64, 112)) == ("area", False)  # shrinking keeps the box average
-    with pytest.raises(UserError, match="resize_method 'cubic' is not one of"):
+    with pytest.raises(UserError, match="--resize-method 'cubic' is not one of"):
         pipeline.resize_method_for((64, 112), "cubic")
 
 

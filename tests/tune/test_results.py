@@ -132,3 +132,11 @@ def test_best_yaml_says_partial_and_is_not_rewritten_when_unchanged(tmp_path):
     os.utime(path, (0, 0))
     write_best_yaml(best, fixed, path, metric="hierarchical_recall")  # the same results again
     assert os.stat(path).st_mtime == 0 and pathlib.Path(path).read_text() == text
+
+
+def test_plot_legend_names_each_trials_parameters_and_end():
+    from tune.results import _END_MARKERS, _trial_label
+
+    label = _trial_label(trials()[1], "max")
+    assert label.startswith("b: max_lr=1e-05") and "stopped early at step 10" in label
+    assert {t.ended for t in trials()} <= set(_END_MARKERS)  # every end has its marker

@@ -72,7 +72,7 @@ def test_bad_space_file_is_one_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--space", "cutmix", "--set", "arch=resnet"], "arch 'resnet' is not one of"),
+        (["--space", "cutmix", "--set", "arch=resnet"], "--arch 'resnet' is not one of"),
         (["--space", "cutmix", "--set", "lr=0.1"], "unknown TrainConfig field 'lr'"),
         (
             ["--space", "cutmix", "--steps", "50", "--grace-period", "60"],

@@ -97,7 +97,7 @@ BAD = [
     ("space:\n  max_lr: {uniform: 0.1}\n", "uniform needs [low, high]"),
     (
         "space:\n  batch_size: {uniform: [16, 64]}\n",
-        "uniform needs a float field, batch_size is int: use int",
+        "uniform needs a float field, batch_size is an integer: use int",
     ),
     ("space:\n  max_lr: {int: [1, 3]}\n", "int needs an integer field"),
     ("space:\n  optimizer: {choice: []}\n", "choice needs a non-empty list"),
@@ -110,7 +110,7 @@ BAD = [
         "space:\n  optimizer: {choice: [adamw, adamx]}\n",
         "optimizer choice 'adamx' is rejected by TrainConfig",
     ),
-    ("space:\n  arch: {fixed: resnet}\n", "fixed values are rejected by TrainConfig: arch 'resnet'"),
+    ("space:\n  arch: {fixed: resnet}\n", "fixed values are rejected by TrainConfig: --arch 'resnet'"),
     ("space:\n  steps: {fixed: 10}\n  checkpoint_interval: 10\n", "grace_period 10 must be < max_t 10"),
     (
         "search: {scheduler: {grace_period: 5}}\nspace: {steps: 40, checkpoint_interval: 10}\n",

@@ -12,11 +12,14 @@ component heads (the 2nd-place solution's mix).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from tpu_grapheme.data.schema import BENGALI, HeadLayout
+
+if TYPE_CHECKING:  # imported where used: `data.split --help` answers without loading TensorFlow
+    import tensorflow as tf
 
 
 def combination_ids(labels: np.ndarray, layout: HeadLayout = BENGALI) -> np.ndarray:
@@ -31,6 +34,8 @@ def combination_ids(labels: np.ndarray, layout: HeadLayout = BENGALI) -> np.ndar
 
 def combination_index(labels: tf.Tensor, layout: HeadLayout = BENGALI) -> tf.Tensor:
     """int32 [B] of labels [B, >=heads]: `combination_ids` in a TF graph; padding (-1) maps to 0."""
+    import tensorflow as tf
+
     safe = tf.maximum(tf.cast(labels, tf.int32), 0)
     ids = tf.zeros_like(safe[:, 0])
     for h, n in enumerate(layout.num_classes):

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError, cli_main
 
@@ -148,10 +149,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from tpu_grapheme.data.kaggle import read_class_map, read_train_csv
 
     p = argparse.ArgumentParser(
-        prog="python -m tpu_grapheme.data.orthography", description=__doc__.split("\n")[0]
+        prog="python -m tpu_grapheme.data.orthography",
+        description=__doc__.split("\n")[0],
+        formatter_class=DefaultsFormatter,
     )
     p.add_argument("--data-dir", required=True, help="directory with class_map.csv and train.csv")
-    p.add_argument("--train-csv", default="", help="training rows (default DATA_DIR/train.csv)")
+    p.add_argument("--train-csv", default="", help="training rows (default: DATA_DIR/train.csv)")
     args = p.parse_args(argv)
     mask = valid_mask(read_class_map(os.path.join(args.data_dir, "class_map.csv")))
     if mask.shape != NUM_CLASSES:

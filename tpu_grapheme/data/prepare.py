@@ -18,14 +18,15 @@ import tempfile
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
-from tqdm import tqdm
 
-from tpu_grapheme.data import kaggle, paths, tfrecord
-from tpu_grapheme.data.manifest import MANIFEST, write_manifest
+from tpu_grapheme.cli_help import DefaultsFormatter
+from tpu_grapheme.data import paths
 from tpu_grapheme.data.out_paths import check_out_dir, removing_new_dirs
-from tpu_grapheme.data.schema import BENGALI, NUM_PIXELS
+from tpu_grapheme.data.schema import BENGALI, IMAGE_FORMATS, NUM_PIXELS, RAW
 from tpu_grapheme.errors import UserError, cli_main
+
+# TensorFlow and the modules that load it (kaggle's pyarrow too) are imported where used, so that
+# `--help` and usage errors answer at once.
 
 _RECORD_OVERHEAD = 80  # Example framing + image_id + labels, bytes
 TFRECORD_FRAMING = 16  # per record in an uncompressed TFRecord file: length (8), its CRC (4), data CRC (4)
@@ -33,6 +34,8 @@ TFRECORD_FRAMING = 16  # per record in an uncompressed TFRecord file: length (8)
 
 def _check_ids(df, files: list[str]) -> None:
     """Every CSV image_id must be in some parquet; name a few that are not."""
+    from tpu_grapheme.data import kaggle
+
     have: set[str] = set()
     for f in files:
         have.update(kaggle.parquet_ids(f))
@@ -43,6 +46,11 @@ def _check_ids(df, files: list[str]) -> None:
 
 
 def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
+    import tensorflow as tf
+
+    from tpu_grapheme.data import tfrecord
+    from tpu_grapheme.data.manifest import MANIFEST
+
     tf.io.gfile.makedirs(out_dir)
     old = [
         n for n in tf.io.gfile.listdir(out_dir) if n.endswith((".tfrec", MANIFEST, tfrecord.PARTIAL_SUFFIX))
@@ -60,16 +68,19 @@ def prepare(
     parquet_pattern: str | None = None,
     shard_mb: float = 100.0,
     shuffle_seed: int = 0,
-    image_format: str = tfrecord.RAW,
+    image_format: str = RAW,
     batch_rows: int = 1024,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
     """Write the TFRecord shards of one split; returns the manifest (also saved as manifest.json)."""
+    from tpu_grapheme.data import kaggle
+    from tpu_grapheme.data.manifest import write_manifest
+
     if shard_mb <= 0:
         raise UserError(f"--shard-mb must be > 0, got {shard_mb}")
-    if image_format not in tfrecord.IMAGE_FORMATS:
-        raise UserError(f"--image-format must be one of {', '.join(tfrecord.IMAGE_FORMATS)}")
+    if image_format not in IMAGE_FORMATS:
+        raise UserError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}")
     df = kaggle.read_train_csv(split_csv)
     if len(df) == 0:
         raise UserError(f"{split_csv}: no rows")
@@ -127,7 +138,7 @@ class _Spill:
 
     def __init__(self, spill_dir: str, *, rows: int, shard_mb: float, image_format: str) -> None:
         self.dir, self.rows, self.shard_mb, self.image_format = spill_dir, rows, shard_mb, image_format
-        self.writers: list[tfrecord.ShardWriter] = []
+        self.writers: list = []  # tfrecord.ShardWriter, one per shard
         self.slots: list[list[int]] = []
         self.per_shard = 0
 
@@ -136,6 +147,8 @@ class _Spill:
         per_shard = max(1, int(self.shard_mb * 1e6 // rec_bytes))
         num_shards = math.ceil(self.rows / per_shard)
         self.per_shard = math.ceil(self.rows / num_shards)  # even shards
+        from tpu_grapheme.data import tfrecord
+
         self.writers = [tfrecord.ShardWriter(os.path.join(self.dir, f"{s}.spill")) for s in range(num_shards)]
         self.slots = [[] for _ in range(num_shards)]
 
@@ -149,6 +162,8 @@ class _Spill:
             w.close()
 
     def abort(self) -> None:
+        import tensorflow as tf
+
         for w in self.writers:
             if tf.io.gfile.exists(w.tmp_path):
                 w.abort()
@@ -158,6 +173,10 @@ def _spill_split(
     files: list[str], split: _Split, spill: _Spill, *, batch_rows: int, progress: bool
 ) -> np.ndarray:
     """Encode every image of the split from the parquets into `spill`; returns which rows were found."""
+    from tqdm import tqdm
+
+    from tpu_grapheme.data import kaggle, tfrecord
+
     written = np.zeros(len(split.labels), bool)
     encode = functools.partial(tfrecord.encode_example, image_format=spill.image_format)
     with tqdm(total=len(written), unit="img", desc="encode", disable=not progress, smoothing=0.1) as bar:
@@ -179,6 +198,11 @@ def _spill_split(
 
 def _write_shards(spill_dir: str, out_dir: str, slots: list[list[int]], progress: bool) -> list[dict]:
     """Pass 2: each spill in position order -> final shard `NNN-COUNT.tfrec` (temp name, then rename)."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from tpu_grapheme.data import tfrecord
+
     shards = []
     for s in tqdm(range(len(slots)), unit="shard", desc="write", disable=not progress):
         spill = os.path.join(spill_dir, f"{s}.spill")
@@ -196,6 +220,8 @@ def _write_shards(spill_dir: str, out_dir: str, slots: list[list[int]], progress
 def _check_written(path: str, records: list[bytes]) -> int:
     """The shard's size, checked against the bytes its records need (a stat, no read): a short write
     or a partial upload to a bucket is caught here, not as a corrupt record hours into training."""
+    import tensorflow as tf
+
     want = sum(len(r) + TFRECORD_FRAMING for r in records)
     got = int(tf.io.gfile.stat(path).length)
     if got != want:
@@ -207,7 +233,9 @@ def _check_written(path: str, records: list[bytes]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tpu_grapheme.data.prepare", description=__doc__.splitlines()[0]
+        prog="python -m tpu_grapheme.data.prepare",
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsFormatter,
     )
     p.add_argument("split_csv", help="train.csv or a train_split_i.csv / valid_split_i.csv")
     p.add_argument("out_dir", help="output directory (local or gs://)")
@@ -216,10 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="image parquets (default: train_image_data_*.parquet beside the CSV)",
     )
-    p.add_argument("--shard-mb", type=float, default=100.0, help="target shard size in MB (default 100)")
-    p.add_argument("--shuffle-seed", type=int, default=0, help="seed of the row shuffle (default 0)")
+    p.add_argument("--shard-mb", type=float, default=100.0, help="target shard size in MB")
+    p.add_argument("--shuffle-seed", type=int, default=0, help="seed of the row shuffle")
     p.add_argument(
-        "--image-format", choices=tfrecord.IMAGE_FORMATS, default=tfrecord.RAW, help="raw (default) or png"
+        "--image-format", choices=IMAGE_FORMATS, default=RAW, help="how images are stored: raw bytes or PNG"
     )
     p.add_argument(
         "--batch-rows", type=int, default=1024, help="parquet rows decoded at a time (memory bound)"

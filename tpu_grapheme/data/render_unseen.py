@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data import orthography, paths
 from tpu_grapheme.data.kaggle import read_class_map, read_train_csv
 from tpu_grapheme.data.render import DEFAULT_DISTORTION, Typeface, render_typefaces
@@ -203,20 +204,35 @@ def render_unseen(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tpu_grapheme.data.render_unseen", description=__doc__.splitlines()[0]
+        prog="python -m tpu_grapheme.data.render_unseen",
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsFormatter,
     )
     p.add_argument("--data-dir", required=True, help="Kaggle-layout directory (class_map.csv, train.csv)")
     p.add_argument("--out", required=True, help="output directory for the rendered shards")
     p.add_argument("--per-combination", type=int, required=True, help="images per combination")
     p.add_argument(
-        "--typefaces", nargs="*", default=[], help="bengali-captcha, noto-extremes, FILE[@wght=W,wdth=D]"
+        "--typefaces",
+        nargs="*",
+        default=[],
+        help="bengali-captcha, noto-extremes, FILE[@wght=W,wdth=D] (default: bengali-captcha's fonts when "
+        "installed, else noto-extremes)",
     )
-    p.add_argument("--train-records", default="", help="training TFRecord dir: its manifest's combinations")
-    p.add_argument("--train-csv", default="", help="training fold CSV (default DATA_DIR/train.csv)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--distortion", type=float, default=DEFAULT_DISTORTION)
+    p.add_argument(
+        "--train-records",
+        default="",
+        help="training TFRecord dir: its manifest's combinations are the seen ones",
+    )
+    p.add_argument("--train-csv", default="", help="training fold CSV (default: DATA_DIR/train.csv)")
+    p.add_argument("--seed", type=int, default=0, help="seed of fonts and distortions")
+    p.add_argument(
+        "--distortion",
+        type=float,
+        default=DEFAULT_DISTORTION,
+        help="0 clean, 1 mild, 2 hard, up to 3 harsher",
+    )
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
-    p.add_argument("--shard-mb", type=float, default=100.0)
+    p.add_argument("--shard-mb", type=float, default=100.0, help="target shard size in MB")
     p.add_argument("--overwrite", action="store_true", help="replace shards already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

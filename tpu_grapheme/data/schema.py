@@ -101,6 +101,8 @@ BENGALI = HeadLayout(
 HEIGHT = 137
 WIDTH = 236
 NUM_PIXELS = HEIGHT * WIDTH  # 32,332 columns named "0".."32331"
+RAW, PNG = "raw", "png"  # how a TFRecord stores the image (`tfrecord`); here so CLIs parse without TensorFlow
+IMAGE_FORMATS = (RAW, PNG)
 PIXEL_COLUMNS = tuple(str(i) for i in range(NUM_PIXELS))
 HEADS: tuple[tuple[str, int], ...] = tuple(zip(BENGALI.names, BENGALI.num_classes, strict=True))
 HEAD_NAMES = BENGALI.names

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.graphemes import combination_ids
 from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.data.out_paths import check_out_dir, removing_new_dirs
@@ -143,6 +143,8 @@ def _seen_rows(df: pd.DataFrame, spare: np.ndarray, last: np.ndarray, size: int,
 
 def write_unseen_split(df: pd.DataFrame, valid: np.ndarray, unseen: np.ndarray, out_dir: str) -> list[str]:
     """train_split_0.csv (seen rows only) and valid_split_0.csv (with the `unseen` 0/1 column)."""
+    import tensorflow as tf  # here: `--help` answers without loading TensorFlow
+
     tf.io.gfile.makedirs(out_dir)
     parts = (("train", df[~valid]), ("valid", df[valid].assign(**{UNSEEN: unseen[valid].astype(np.int64)})))
     paths = []
@@ -159,6 +161,8 @@ def write_splits(df: pd.DataFrame, folds: np.ndarray, out_dir: str, *, only: int
     k = int(folds.max()) + 1
     if only is not None and not 0 <= only < k:
         raise UserError(f"--fold must be in 0..{k - 1}, got {only}")
+    import tensorflow as tf  # here: `--help` answers without loading TensorFlow
+
     tf.io.gfile.makedirs(out_dir)
     paths = []
     for i in range(k) if only is None else [only]:
@@ -171,23 +175,27 @@ def write_splits(df: pd.DataFrame, folds: np.ndarray, out_dir: str, *, only: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tpu_grapheme.data.split", description=__doc__.splitlines()[0])
-    p.add_argument("--csv", required=True, help="train.csv")
+    p = argparse.ArgumentParser(
+        prog="python -m tpu_grapheme.data.split",
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsFormatter,
+    )
+    p.add_argument("--csv", required=True, help="train.csv (Kaggle columns)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--folds", type=int, default=6, help="number of folds (default 6)")
-    p.add_argument("--seed", type=int, default=42, help="shuffle seed (default 42)")
-    p.add_argument("--fold", type=int, default=None, help="write only this fold")
+    p.add_argument("--folds", type=int, default=6, help="number of folds")
+    p.add_argument("--seed", type=int, default=42, help="shuffle seed")
+    p.add_argument("--fold", type=int, default=None, help="write only this fold (default: all)")
     p.add_argument(
         "--holdout-graphemes",
         type=float,
         default=0.0,
-        help="hold out this fraction of grapheme combinations as unseen validation (e.g. 0.1); 0: folds",
+        help="hold out this fraction of grapheme combinations as unseen validation (e.g. 0.1); 0: plain folds",
     )
     p.add_argument(
         "--valid-fraction",
         type=float,
         default=None,
-        help="with --holdout-graphemes: validation share of all rows, seen + unseen (default 1/folds)",
+        help="with --holdout-graphemes: validation share of all rows, seen + unseen (default: 1/folds)",
     )
     return p
 

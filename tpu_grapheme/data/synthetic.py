@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.classmap import class_map_frame, compose
 from tpu_grapheme.data.render import (
     DEFAULT_DISTORTION,
@@ -198,17 +199,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m tpu_grapheme.data.synthetic", description=__doc__.splitlines()[0])
+    p = _Parser(
+        prog="python -m tpu_grapheme.data.synthetic",
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsFormatter,
+    )
     p.add_argument("--out", required=True, help="output directory (Kaggle layout)")
     p.add_argument("--rows", type=int, required=True, help="train images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of labels, fonts and distortions")
     p.add_argument(
         "--test-rows", type=int, default=DEFAULT_TEST_ROWS, help="test images (3 test.csv rows each)"
     )
     p.add_argument(
         "--parquet-files", type=int, default=DEFAULT_PARQUET_FILES, help="image parquets per split"
     )
-    p.add_argument("--distortion", type=float, default=DEFAULT_DISTORTION, help="0 clean, 1 default, 2 hard")
+    p.add_argument(
+        "--distortion",
+        type=float,
+        default=DEFAULT_DISTORTION,
+        help="0 clean, 1 mild, 2 hard, up to 3 harsher still",
+    )
     p.add_argument(
         "--imbalance",
         type=float,
@@ -218,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--no-system-fonts", action="store_true", help="use only the bundled Noto Sans Bengali")
     p.add_argument(
-        "--preview", default="", help="also write a contact sheet PNG of the first 64 train images"
+        "--preview", default=None, help="also write a contact sheet PNG of the first 64 train images here"
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 

@@ -28,13 +28,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tpu_grapheme.data.schema import HEIGHT, NUM_PIXELS, WIDTH
+from tpu_grapheme.data.schema import HEIGHT, IMAGE_FORMATS, NUM_PIXELS, PNG, RAW, WIDTH
 from tpu_grapheme.errors import UserError
 
-RAW = "raw"
-PNG = "png"
 SEED = "seed"
-IMAGE_FORMATS = (RAW, PNG)
 COMPRESSIONS = ("", "GZIP", "ZLIB")
 PARTIAL_SUFFIX = ".partial"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from tpu_grapheme import ensemble, reweight
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.data.out_paths import check_out_file
 from tpu_grapheme.errors import UserError, cli_main
@@ -38,7 +39,11 @@ def _resize_arg(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tpu_grapheme.inference", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tpu_grapheme.inference",
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsFormatter,
+    )
     p.add_argument(
         "--model-paths", required=True, help="comma-separated .keras files, run dirs or checkpoints dirs"
     )
@@ -65,8 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="class counts: argmax counts over the test set, or training counts from model_meta.json",
     )
     p.add_argument("--output", default="submission.csv", help="submission CSV to write")
-    p.add_argument("--valid-csv", default="", help="score on this labelled split instead (train.csv columns)")
-    p.add_argument("--report-json", default="", help="with --valid-csv: also write the score table as JSON")
+    p.add_argument(
+        "--valid-csv",
+        default="",
+        help="score on this labelled split instead (train.csv columns; default: off)",
+    )
+    p.add_argument(
+        "--report-json", default="", help="with --valid-csv: also write the score table as JSON here"
+    )
     p.add_argument(
         "--grapheme-head-mix",
         type=float,

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.schema import BENGALI, HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.errors import UserError, cli_main
 
@@ -28,7 +29,9 @@ _ROW_ID = re.compile(rf"^(?P<image>.+)_(?P<head>{'|'.join(HEAD_NAMES)})$")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tpu_grapheme.inference.score", description=__doc__.splitlines()[0]
+        prog="python -m tpu_grapheme.inference.score",
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsFormatter,
     )
     p.add_argument("--submission", required=True, help="the submission CSV to score (row_id,target)")
     p.add_argument(
@@ -36,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the labels (row_id,target[,...]); the synthetic data set writes test_solution.csv",
     )
-    p.add_argument("--json", action="store_true", help="print the scores as one JSON object instead")
+    p.add_argument(
+        "--json", action="store_true", help="print the scores as one JSON object instead of a table"
+    )
     return p
 
 
