@@ -23,9 +23,10 @@ def connect(address: str | None, *, num_cpus: int | None = None, what: str = "se
     """Join `address`, or start a private local Ray instance on this machine's CPUs."""
     import ray
 
+    env = ray_quiet.runtime_env()  # every Ray process as quiet as the CLI
     if address:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=ray_quiet.runtime_env())
+            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=env)
         except (ConnectionError, RuntimeError) as e:
             raise UserError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
         return
@@ -38,7 +39,7 @@ def connect(address: str | None, *, num_cpus: int | None = None, what: str = "se
             f"pass --address auto to {what} on it, or stop it (`ray stop`) for a private local {what}"
         )
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance: no token needed
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=ray_quiet.runtime_env())
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=env)
 
 
 def _address_of_ray_start() -> str | None:
