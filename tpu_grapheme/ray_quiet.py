@@ -10,8 +10,12 @@ every run. Warnings and errors of everything else still reach the driver's conso
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from tpu_grapheme import quiet_tf
@@ -42,21 +46,55 @@ def setup_worker() -> None:
     _cleaner_asks_the_gcs()
 
 
+_PG_CLEANER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
 def _cleaner_asks_the_gcs() -> None:
     """Ray Train v2's detached PlacementGroupCleaner asks Ray's state API, every second, whether the
     controller is alive (`state.util.is_actor_alive`). That API is served by the dashboard, which our Ray
     instances run without: each query failed with a warning ("Failed to query Ray Train Controller actor
     state"), or the cleaner's thread died with a traceback where several Ray instances share the machine.
-    The same answer comes from the GCS actor table, which needs no dashboard."""
-    try:
-        from ray.train.v2._internal.execution.controller import placement_group_cleaner as cleaner
-    except ImportError:  # another Ray version: leave it as it is
-        return
+    The same answer comes from the GCS actor table, which needs no dashboard. Patched when the module is
+    imported (only the cleaner's process does): importing Ray Train in every worker would cost seconds."""
+    if _PG_CLEANER in sys.modules:
+        _patch_cleaner(sys.modules[_PG_CLEANER])
+    elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(_PG_CLEANER, _patch_cleaner))
 
+
+def _patch_cleaner(cleaner: Any) -> None:
     def is_actor_alive(actor_id: str, timeout: float) -> bool:
         from ray._private import state
 
         info = state.actors(actor_id=actor_id)
-        return bool(info) and info.get("State") != "DEAD"
+        return bool(info) and info.get("State") != "DEAD"  # gone from the table: dead
 
     cleaner.is_actor_alive = is_actor_alive
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls `then(module)` once module `name` has executed in this process (one shot)."""
+
+    def __init__(self, name: str, then: Callable[[Any], None]) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenLoader(spec.loader, self.then)
+        return spec
+
+
+class _ThenLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, then: Callable[[Any], None]) -> None:
+        self._loader, self._then = loader, then
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        self._then(module)
