@@ -7,6 +7,7 @@ machine hit every configuration alike. Ratios pair two runners' windows of the s
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import statistics
@@ -17,7 +18,21 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from tpu_grapheme import quiet_tf
+
 _T0 = time.perf_counter()
+
+
+class _NoRetracingNote(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning: every runner builds its own step, and
+    the detector counts traces of one Python function across all instances, so here it warns of the
+    benchmark's design (one trace per runner), not of a retracing step."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_NoRetracingNote())
 
 
 def elapsed() -> float:
@@ -110,7 +125,14 @@ class FitRunner(Runner):
     def _fit(self, model, dataset, steps, windows, strategy) -> None:
         try:
             with strategy.scope():
-                model.fit(dataset, epochs=windows, steps_per_epoch=steps, verbose=0, callbacks=[self._pace()])
+                model.fit(
+                    dataset,
+                    epochs=windows,
+                    steps_per_epoch=steps,
+                    shuffle=False,  # a tf.data pipeline shuffles itself (Keras warns of the default True)
+                    verbose=0,
+                    callbacks=[self._pace()],
+                )
         except BaseException as e:  # surfaced in the main thread by _turn
             self._exc = e
             self._done.set()
@@ -135,7 +157,9 @@ def _warm_up(runners: list[Runner]) -> list[Runner]:
     for r in runners:
         log(f"warm-up {r.name} ...")
         try:
-            r.first_s = r.timed()
+            # a first run logs oneDNN's known notes (its float16 fallback): kept off the console
+            with quiet_tf.filtered_stderr():
+                r.first_s = r.timed()
             live.append(r)
             log(f"warm-up {r.name}: {r.first_s:.1f}s (compile + 1 window)")
         except Exception as e:  # one failing configuration (e.g. a precision the device lacks) is data

@@ -18,6 +18,12 @@ TARGETS = {  # ratio name -> (comparison, bound)
 }
 
 
+SMOKE_NOTE = (
+    "SMOKE FIGURES (--quick): windows of a few steps on the tiny arch check that every configuration runs; "
+    "they measure nothing and are not judged against the targets"
+)
+
+
 def check(name: str, value: float | None) -> bool | None:
     """Whether `value` meets the target of ratio `name` (None: no target, or no finite value)."""
     if name not in TARGETS or value is None or not math.isfinite(value):
@@ -26,15 +32,27 @@ def check(name: str, value: float | None) -> bool | None:
     return value >= bound if op == ">=" else value <= bound
 
 
-def with_targets(ratios: dict[str, dict | None], best_pair: list[str]) -> dict[str, dict]:
-    """Drop missing ratios; add the target and whether it is met; name the tuned pair compared."""
+def with_targets(
+    ratios: dict[str, dict | None], best_pair: list[str], *, judge: bool = True
+) -> dict[str, dict]:
+    """Drop missing ratios; add the target and whether it is met; name the tuned pair compared.
+
+    `judge=False` (`--quick`: windows of a few steps, smoke figures) keeps the target for reference but
+    judges nothing: `met` is None."""
     out = {k: v for k, v in ratios.items() if v is not None}
     for name, v in out.items():
         v["best_pair"] = best_pair if name == "custom_vs_fit_tuned" else None
         if name in TARGETS:
             v["target"] = f"{TARGETS[name][0]} {TARGETS[name][1]}"
-            v["met"] = check(name, v["median"])
+            v["met"] = check(name, v["median"]) if judge else None
     return out
+
+
+def _verdict(v: dict) -> str:
+    """`>= 1.05: met`, `... MISSED`, or `... not judged` (a smoke run); "" without a target."""
+    if not v.get("target"):
+        return ""
+    return f"{v['target']}: {'not judged' if v['met'] is None else 'met' if v['met'] else 'MISSED'}"
 
 
 def flops_report(rs: dict[str, Runner], peak: dict) -> dict:
@@ -76,9 +94,8 @@ def _print_runners(result: dict) -> None:
 def _print_ratios(result: dict) -> None:
     print(f"\n{'ratio (median of per-round ratios)':40s} {'median':>8s} {'[min - max]':>18s}  target")
     for name, v in result["ratios"].items():
-        tgt = f"{v['target']}: {'met' if v['met'] else 'MISSED'}" if v.get("target") else ""
         span = f"[{v['min']:.3f} - {v['max']:.3f}]"
-        print(f"{name:40s} {v['median']:8.3f} {span:>18s}  {tgt}")
+        print(f"{name:40s} {v['median']:8.3f} {span:>18s}  {_verdict(v)}")
     f = result["flops"]
     print(
         f"\nmodel FLOPs/image (forward) {f['forward_flops_per_image'] / 1e6:.1f} M; training ~3x; achieved "
@@ -106,6 +123,8 @@ def print_table(result: dict) -> None:
         f"\n== throughput: arch {c['arch']}, resize {c['resize']}, global batch {c['global_batch']}, "
         f"windows of {c['steps']} steps x {c['repeats']} rounds =="
     )
+    if c.get("quick"):
+        print(SMOKE_NOTE)
     print(
         f"device: {d['device_kind']} ({', '.join(d['accelerators']) or d['cpu_model']}), {d['cpu_cores']} cores, "
         f"TF {d['tensorflow']}, Keras {d['keras']}, load avg {d['load_average_start']} -> {d['load_average_end']}"

@@ -18,6 +18,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling modules, run as a script
+from tpu_grapheme import quiet_tf  # noqa: E402
+
+quiet_tf.install()  # before TensorFlow's first import (in `report`): no C++ info lines, as in the CLIs
 
 import report  # noqa: E402
 import scenario_accum  # noqa: E402
@@ -128,7 +131,7 @@ def main_group(w: Workload, args: argparse.Namespace) -> dict[str, Runner]:
     return {r.name: r for r in rs}
 
 
-def all_ratios(rs: dict[str, Runner], multi_replica: dict) -> dict:
+def all_ratios(rs: dict[str, Runner], multi_replica: dict, *, judge: bool = True) -> dict:
     out = {
         **scenario_loops.ratios(rs),
         **scenario_pipeline.ratios(rs),
@@ -136,7 +139,7 @@ def all_ratios(rs: dict[str, Runner], multi_replica: dict) -> dict:
         **scenario_accum.ratios(rs, multi_replica),
     }
     pair = [best(rs, "custom_splN", "custom_splN_jit_alt").name, best(rs, "fit_spe", "fit_spe_jit").name]
-    return report.with_targets(out, pair)
+    return report.with_targets(out, pair, judge=judge)
 
 
 def config_summary(w: Workload, args: argparse.Namespace) -> dict:
@@ -175,7 +178,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
         "config": config_summary(w, args),
         "runners": {n: r.summary() for n, r in rs.items()},
         "multi_replica": multi,
-        "ratios": all_ratios(rs, multi),
+        "ratios": all_ratios(rs, multi, judge=not args.quick),  # --quick: smoke figures, never judged
         "flops": report.flops_report(rs, peak),
         "profile": prof,
         "elapsed_s": elapsed(),

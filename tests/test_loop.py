@@ -76,8 +76,11 @@ def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
     assert set(seen[-1].metrics) == set(REPORTED_METRICS)  # what the search validates metrics against
     assert os.path.exists(os.path.join(seen[-1].checkpoint_dir, "checkpoint"))
     assert result.metrics["valid_images"] == 24  # 20 % of 120: every validation image counted once
-    assert lines[-1].startswith("hierarchical_recall=")
     run = result.run_dir
+    assert lines[-3].startswith("hierarchical_recall=")  # the run ends saying what to do next
+    assert lines[-2].startswith(f"best model: {run}/model_best.keras (hierarchical_recall=")
+    assert lines[-1].startswith(f"next: python -m tpu_grapheme.inference --model-paths {run}/model_best.keras")
+    assert lines[-1].endswith("/kaggle/test_image_data_*.parquet'")  # the synthetic set's own test parquets
     for name in (
         "model_final.keras",
         "model_best.keras",

@@ -10,7 +10,9 @@ import pytest
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TPU_GRAPHEME_QUIET_TF")
+    }
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, env={**clean, **env}, timeout=300
     )
@@ -29,3 +31,13 @@ def test_import_is_quiet_but_real_output_and_user_choice_survive():
     code = "import tpu_grapheme, sys, tensorflow; sys.stderr.write('ours\\n')"
     assert _run(["-c", code]).stderr == "ours\n"
     assert "oneDNN" in _run(["-c", code], TF_CPP_MIN_LOG_LEVEL="0").stderr
+
+
+def test_a_process_started_by_a_quiet_one_is_quiet_too():
+    """Ray's workers inherit the level `install` set (with its marker): theirs is not the user's choice, so
+    they filter their own TensorFlow import (through `ray_quiet.setup_worker`)."""
+    code = (
+        "from tpu_grapheme import ray_quiet; ray_quiet.setup_worker(); "
+        "import sys, tensorflow; sys.stderr.write('ours\\n')"
+    )
+    assert _run(["-c", code], TF_CPP_MIN_LOG_LEVEL="2", TPU_GRAPHEME_QUIET_TF="2").stderr == "ours\n"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from tpu_grapheme import eval_actions
+from tpu_grapheme import eval_actions, run_end
 from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.config_io import to_yaml
 from tpu_grapheme.controller import Controller, LoopOptions
@@ -129,13 +129,11 @@ class _Run:
                 self.export.export()
         curves = self.export.curves
         log(f"training done in {fmt_time(time.time() - t_start)}" + (f"; curves: {curves}" if curves else ""))
-        heads = " ".join(f"{n}={last[f'recall_{n}']:.4f}" for n in task.head_names)
-        log(
-            f"hierarchical_recall={last['hierarchical_recall']:.4f} {heads}"
-            + eval_actions.seen_unseen(last, "=")
-        )
         best = max(self.history, key=lambda h: h["hierarchical_recall"]) if self.history else last
         rd = task.run_dir
+        if not run_end.DRIVER_PRINTS:  # a Ray Train worker: the `--workers` driver ends the run
+            for line in run_end.closing_lines(last, history=self.history, best_model=rd.best_model, cfg=cfg):
+                log(line)
         return TrainResult(last, best, rd.path, rd.final_model, rd.best_model)
 
     def _controller(self) -> Controller:

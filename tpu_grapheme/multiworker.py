@@ -25,6 +25,10 @@ from tpu_grapheme.resume_check import check_resume, multiworker_replicas
 from tpu_grapheme.run_dir import RunDir
 
 RUN_NAME = "train"  # the Ray Train run's name under `<run_dir>/ray_train`
+# Ray Train 2.60 logs a `TrainingReport(...)` dump at INFO for every report, from a logger named by its
+# file's path (`logging.getLogger(__file__)` in ray/train/v2/_internal/execution/context.py): outside
+# `ray.train`, so `LoggingConfig(log_level)` does not reach it, and it propagates to the INFO root logger.
+_REPORT_MODULE = "ray.train.v2._internal.execution.context"
 
 
 def worker_loop(config: dict[str, Any]) -> None:
@@ -33,11 +37,16 @@ def worker_loop(config: dict[str, Any]) -> None:
     when `report_checkpoints` (a search trial) asks for it."""
     # Ray's TensorFlow backend asks for legacy tf.keras; this project is Keras 3 (`import keras`).
     os.environ.pop("TF_USE_LEGACY_KERAS", None)
-    for name in ("tensorflow", "ray.train"):  # per-step collective INFO lines, one line per report
+    # Ray Train sets the worker's root logger to INFO: TensorFlow's absl records (a "Sharding callback
+    # duration" line per checkpoint save) and per-step collective lines would reach the console.
+    for name in ("tensorflow", "absl", _module_file(_REPORT_MODULE)):
         logging.getLogger(name).setLevel(logging.WARNING)
     import ray.train
 
+    from tpu_grapheme import run_end
     from tpu_grapheme.loop import run_training
+
+    run_end.DRIVER_PRINTS = True  # `train_multiworker` ends the run, from what the workers reported
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -62,6 +71,14 @@ def worker_loop(config: dict[str, Any]) -> None:
     run_training(cfg, on_eval=on_eval, log=log)
 
 
+def _module_file(module: str) -> str:
+    """The path a module's `logging.getLogger(__file__)` is named by ("" if it is not there)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    return (spec.origin or "") if spec else ""
+
+
 def scaling_config(cfg: TrainConfig) -> Any:
     """`cfg.workers` workers, each reserving `cpus_per_worker` CPUs and `gpus_per_worker` GPUs."""
     from ray.train import ScalingConfig
@@ -78,7 +95,7 @@ def build_trainer(
     cfg: TrainConfig, *, report_checkpoints: bool = False, callbacks: Sequence[Any] = ()
 ) -> Any:
     """The `TensorflowTrainer` of `cfg`: its state under `<run_dir>/ray_train`, `max_failures` restarts."""
-    from ray.train import FailureConfig, RunConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig
     from ray.train.tensorflow import TensorflowTrainer
 
     return TensorflowTrainer(
@@ -90,6 +107,9 @@ def build_trainer(
             storage_path=RunDir(cfg.run_dir).ray_train,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=list(callbacks) or None,
+            # Ray Train's own INFO records (a `TrainingReport(...)` dump per report, worker-group starts)
+            # stay in its log files under the Ray session dir; its warnings and errors still show.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
 
@@ -106,6 +126,8 @@ def train_multiworker(cfg: TrainConfig, *, log: Callable[[str], None] = print) -
     """`python -m tpu_grapheme.train --workers N [--address A]`: join or start Ray, check, train; returns
     the last metrics the workers reported."""
     import ray
+
+    from tpu_grapheme import run_end
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # worker lines as printed, not as log records
     # the run dir's resume, refused before Ray starts (the chief logs any note)
@@ -126,8 +148,12 @@ def train_multiworker(cfg: TrainConfig, *, log: Callable[[str], None] = print) -
             raise UserError(failure_message(e, cfg.max_failures)) from None
     finally:
         ray.shutdown()
-    metrics = dict(result.metrics or {})
-    log(f"[train] done: model {RunDir(cfg.run_dir).final_model}")
+    run = RunDir(cfg.run_dir)
+    history = run.read_history()
+    # Ray Train v2 keeps the metrics of checkpointed reports only; the run's history has every evaluation.
+    metrics = dict(result.metrics or {}) or (history[-1] if history else {})
+    for line in run_end.closing_lines(metrics, history=history, best_model=run.best_model, cfg=cfg):
+        log(line)
     return metrics
 
 

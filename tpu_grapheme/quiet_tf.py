@@ -3,7 +3,8 @@
 TF 2.21 prints its oneDNN note through absl before absl's logging is initialised, which
 TF_CPP_MIN_LOG_LEVEL does not reach. We wrap TensorFlow's module loader once: while `tensorflow`
 executes its import, file descriptor 2 goes to a temporary file; afterwards every line except the
-known informational ones is written back, so real errors and warnings still show.
+known informational ones is written back, so real errors and warnings still show. `filtered_stderr`
+serves other first calls too (the benchmarks' warm-ups).
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-_NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} [\d:. ]+\d+ \S+\] )")
+_NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} [\d:. ]+\d+ \S+\] "
+    # an E-line that informs: oneDNN falls back to Eigen for float16 on CPUs without AVX512-FP16
+    rb"|E\d{4} [\d:. ]+\d+ util\.cc:\d+\] oneDNN supports DT_HALF only on platforms with AVX-512)"
+)
 
 
 @contextlib.contextmanager
@@ -62,9 +67,21 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+# Set beside TF_CPP_MIN_LOG_LEVEL by `install`: the level is ours, not the user's. Processes started from
+# this one (Ray's workers) inherit both, and filter their own TensorFlow import too.
+_OURS = "TPU_GRAPHEME_QUIET_TF"
+
+
+def user_level() -> str | None:
+    """The TF_CPP_MIN_LOG_LEVEL the user chose (None: unset, or set by `install`)."""
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    return None if level is None or os.environ.get(_OURS) == level else level
+
+
 def install() -> None:
     """Quiet TensorFlow's first import (no-op if it is imported already or the user chose a log level)."""
-    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    if "tensorflow" in sys.modules or user_level() is not None:
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    sys.meta_path.insert(0, _Finder())
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ[_OURS] = "2"
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tpu_grapheme import ray_quiet
 from tpu_grapheme.config import from_dict
 from tpu_grapheme.data import paths
 from tpu_grapheme.errors import UserError
@@ -23,10 +24,11 @@ def connect(address: str | None, *, num_cpus: int | None = None, what: str = "se
     """Join `address`, or start a private local Ray instance on this machine's CPUs."""
     import ray
 
+    env = ray_quiet.runtime_env()  # every Ray process as quiet as the CLI
     if address:
         wait_for_cluster(address)  # bounded: ray.init retries an address nobody answers forever
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=_worker_env())
+            ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=env)
         except (ConnectionError, RuntimeError) as e:
             raise UserError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
         return
@@ -39,12 +41,7 @@ def connect(address: str | None, *, num_cpus: int | None = None, what: str = "se
             f"pass --address auto to {what} on it, or stop it (`ray stop`) for a private local {what}"
         )
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance: no token needed
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=_worker_env())
-
-
-def _worker_env() -> dict:
-    """Ray's worker processes keep TensorFlow's C++ info lines out of the console, as the train CLI does."""
-    return {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=env)
 
 
 def _address_of_ray_start() -> str | None:

@@ -80,3 +80,22 @@ def test_table_and_plot(capsys, tmp_path):
     report.plot(result, str(tmp_path / "p.png"))
     report.write_json(result, str(tmp_path / "r.json"))
     assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "r.json").stat().st_size > 100
+
+
+def test_quick_runs_are_smoke_figures_never_judged(capsys):
+    """`--quick` (windows of a few steps) keeps each target for reference but says nothing met or missed."""
+    ratios = report.with_targets(
+        {"stall_share": _ratio(0.5), "custom_vs_fit_tuned": _ratio(1.1)}, [], judge=False
+    )
+    assert [v["met"] for v in ratios.values()] == [None, None]
+    assert ratios["stall_share"]["target"] == "<= 0.02"
+    result = {**_result(), "ratios": ratios}
+    result["config"] = {**result["config"], "quick": True}
+    report.print_table(result)
+    out = capsys.readouterr().out
+    assert report.SMOKE_NOTE in out and "MISSED" not in out and " met" not in out
+    assert "<= 0.02: not judged" in out
+    result["config"]["quick"] = False
+    report.print_table({**result, "ratios": report.with_targets({"stall_share": _ratio(0.5)}, [])})
+    out = capsys.readouterr().out
+    assert "SMOKE" not in out and "<= 0.02: MISSED" in out

@@ -27,6 +27,7 @@ import pytest
 from tests.tune import multiworker_probe as probe
 from tests.tune import test_search
 from tests.tune.conftest import search_cmd, start_logged, trial_results, wait_for
+from tests.tune.test_console import assert_quiet
 from tpu_grapheme.config import from_dict
 from tpu_grapheme.errors import UserError
 
@@ -179,6 +180,10 @@ def test_killed_worker_restarts_the_group_and_the_run_resumes_to_the_end(
     assert resumed and INTERVAL <= int(resumed[-1][1]) < KILL_STEPS
     assert (output / "mw" / "model_final.keras").stat().st_size > 1000
     assert f"step {KILL_STEPS}/{KILL_STEPS}" in text
+    assert_quiet(text)  # `--workers 2`, one worker killed: its death is shown, no noise
+    last = text.strip().splitlines()[-1]  # the run ends as a single-process run does
+    best = output / "mw" / "model_best.keras"
+    assert last.startswith(f"next: python -m tpu_grapheme.inference --model-paths {best}")
     import json
 
     steps = [row["step"] for row in json.loads(history.read_text())]
@@ -251,6 +256,7 @@ def test_search_whose_trials_are_two_worker_trainings(ray_cluster, synthetic_dir
             proc.kill()
     text = pathlib.Path(log).read_text()
     assert rc == 0, text[-4000:]
+    assert_quiet(text)  # trials of 2 Ray Train workers: no TensorFlow, absl or Ray Train noise
     exp = os.path.join(storage, name)
     results = trial_results(exp)
     assert len(results) == 2, text[-4000:]

@@ -219,6 +219,13 @@ def test_interrupted_search_says_how_to_resume(interrupted_search):
     assert "[tune] synthetic data ready" in r["first_out"]
 
 
+def test_search_console_holds_no_noise(interrupted_search):
+    from tests.tune.test_console import assert_quiet
+
+    r = interrupted_search
+    assert_quiet(r["first_out"] + r["second"].stdout + r["second"].stderr)
+
+
 def test_best_yaml_is_partial_until_the_end_and_a_finished_search_resumed_keeps_it(interrupted_search):
     r = interrupted_search
     first, second, third = r["bests"]
@@ -349,6 +356,9 @@ def test_cluster_tpu_placement_and_trial_retry_from_checkpoint(tmp_path, synthet
         line.split()[2] for line in out.splitlines() if line.startswith("[tune] node ") and "TPU=4" in line
     ]
     assert len(tpu_nodes) == 1 and "2 node(s), per trial {'CPU': 1.0, 'TPU': 4.0}" in out
+    from tests.tune.test_console import assert_quiet
+
+    assert_quiet(out)  # a 1-trial search on a cluster, its trial killed and retried: no noise
     (rows,) = trial_results(exp).values()
     assert {row["node_id"] for row in rows} == set(tpu_nodes)  # the TPU trial ran only on the TPU node
     assert rows[0]["step"] == victim["step"] and rows[-1]["step"] == CLUSTER_STEPS
