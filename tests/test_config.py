@@ -124,7 +124,7 @@ def test_ema_decay_range(value, ok):
     if ok:
         assert from_dict({"ema_decay": value}).ema_decay == value
     else:
-        with pytest.raises(UserError, match=re.escape("ema_decay must be in [0, 1)")):
+        with pytest.raises(UserError, match=re.escape("--ema-decay must be in [0, 1)")):
             from_dict({"ema_decay": value})
 
 

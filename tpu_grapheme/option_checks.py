@@ -152,7 +152,11 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
 
 
 # Resolved properties are checked under the flag their value comes from.
-_FLAG_OF = {"optimizer_name": "optimizer", "effective_weight_decay": "weight_decay"}
+_FLAG_OF = {
+    "optimizer_name": "optimizer",
+    "effective_weight_decay": "weight_decay",
+    "effective_lookahead_sync": "lookahead_sync",
+}
 
 
 def flag(name: str) -> str:

@@ -110,7 +110,7 @@ def test_ratios_are_sane(result):
         assert 0.0 <= ratios[name]["min"] <= ratios[name]["max"] <= 1.0
     assert ratios["aug_overhead"]["median"] > -1.0
     for name in ("custom_vs_fit_tuned", "aug_overhead", "stall_share", "accum_k4_vs_k1"):
-        assert ratios[name]["target"] and isinstance(ratios[name]["met"], bool)
+        assert ratios[name]["target"] and ratios[name]["met"] is None  # --quick: smoke figures, never judged
 
 
 def test_flops_device_and_config(result):
