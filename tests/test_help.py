@@ -26,6 +26,7 @@ MODULES = (
     "benchmarks.multiworker",
     "benchmarks.determinism",
     "benchmarks.reweight_gain",
+    "benchmarks.resume_cost",
 )
 # Run as `python -m MODULE --help`; prints whether TensorFlow got imported on the way.
 _WRAPPER = """
