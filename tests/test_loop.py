@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.tiny_runs import tiny_cfg
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.loop import EvalResult, run_training
@@ -26,25 +27,7 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def _cfg(synthetic_dir: str, out: str, **kw) -> TrainConfig:
-    base = dict(
-        arch="tiny",
-        resize=(32, 56),
-        synthetic_rows=120,
-        synthetic_dir=synthetic_dir,
-        batch_size=32,
-        steps=8,
-        steps_per_loop=2,
-        checkpoint_interval=4,
-        log_interval=4,
-        output_dir=out,
-        run_name="run",
-        max_lr=3e-3,
-        dropout=0.0,
-        shuffle_buffer=256,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+_cfg = tiny_cfg
 
 
 def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
@@ -79,7 +62,9 @@ def test_runs_end_to_end_and_exports(synthetic_dir, tmp_path):
     run = result.run_dir
     assert lines[-3].startswith("hierarchical_recall=")  # the run ends saying what to do next
     assert lines[-2].startswith(f"best model: {run}/model_best.keras (hierarchical_recall=")
-    assert lines[-1].startswith(f"next: python -m tpu_grapheme.inference --model-paths {run}/model_best.keras")
+    assert lines[-1].startswith(
+        f"next: python -m tpu_grapheme.inference --model-paths {run}/model_best.keras"
+    )
     assert lines[-1].endswith("/kaggle/test_image_data_*.parquet'")  # the synthetic set's own test parquets
     for name in (
         "model_final.keras",

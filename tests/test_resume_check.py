@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from tests.cli_errors import one_line_error, start_cli
+from tests.tiny_runs import tiny_cfg
 from tpu_grapheme import resume_check
 from tpu_grapheme.config import FIELDS, TrainConfig
 from tpu_grapheme.errors import UserError
@@ -29,22 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cfg(synthetic_dir: str, out: str, **kw) -> TrainConfig:
-    base = dict(
-        arch="tiny",
-        resize=(32, 56),
-        synthetic_rows=120,
-        synthetic_dir=synthetic_dir,
-        batch_size=32,
-        steps=4,
-        steps_per_loop=2,
-        checkpoint_interval=4,
-        log_interval=4,
-        output_dir=out,
-        run_name="run",
-        dropout=0.0,
-        shuffle_buffer=256,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_cfg(synthetic_dir, out, **{"steps": 4, **kw})
 
 
 @pytest.fixture(scope="module")
