@@ -15,14 +15,7 @@ from workload import MIX, Workload
 
 def seed_host_aug(w: Workload) -> Runner:
     """The seed's design by choice: its own step on (y, y[perm], lam) targets mixed on the host."""
-    task, model, opt = w.pieces()
-    ss = seed_style.SeedStep(
-        strategy=w.strategy,
-        model=model,
-        optimizer=opt,
-        global_batch=w.global_batch,
-        head_weights=task.head_weights,
-    )
+    task, ss = w.seed_step()
     it = w.iterator(task, transform=lambda ds: seed_style.seed_mix_dataset(ds, **MIX))
     calls, per_call = w.calls(w.n)
 

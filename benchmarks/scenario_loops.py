@@ -45,14 +45,7 @@ def fit_runners(w: Workload, *, jit_probe: bool, windows: int) -> list[Runner]:
 
 def helper_bot(w: Workload) -> Runner:
     """The tf-helper-bot loop: one `strategy.run` per Python call, loss fetched every step."""
-    task, model, opt = w.pieces()
-    ss = seed_style.SeedStep(
-        strategy=w.strategy,
-        model=model,
-        optimizer=opt,
-        global_batch=w.global_batch,
-        head_weights=task.head_weights,
-    )
+    task, ss = w.seed_step()
     it = w.iterator(task, transform=seed_style.plain_targets)
 
     def window():

@@ -69,6 +69,20 @@ class Workload:
             keras.mixed_precision.set_global_policy("float32")
 
     # --- inputs -----------------------------------------------------------------------------------
+    def seed_step(self):
+        """(task, the seed's own step on this configuration's model and optimizer): `seed_style.SeedStep`."""
+        import seed_style
+
+        task, model, opt = self.pieces()
+        step = seed_style.SeedStep(
+            strategy=self.strategy,
+            model=model,
+            optimizer=opt,
+            global_batch=self.global_batch,
+            head_weights=task.head_weights,
+        )
+        return task, step
+
     def past_first_epoch(self, it, inputs: RunInputs):
         """Advance `it` past its pipeline's first epoch, so the in-memory cache is full."""
         for _ in range(math.ceil(inputs.n_train / inputs.global_batch) + 1):
