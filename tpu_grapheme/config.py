@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from tpu_grapheme.errors import UserError, did_you_mean
+from tpu_grapheme.field_types import coerce
 from tpu_grapheme.option_checks import (
     ARCHS,
     OPTIMIZERS,
@@ -53,6 +54,16 @@ class TrainConfig:
     shuffle_buffer: int = _f(4096, "shuffle buffer (images) of the training pipeline")
     cache_mb: int = _f(
         4096, "keep decoded, resized training images (uint8) in memory when they fit in this many MB; 0: off"
+    )
+    rendered_share: float = _f(
+        0.0,
+        "share of each training micro-batch drawn from rendered images of valid grapheme combinations "
+        "absent from training, in other typefaces (the 1st place's idea); 0: off",
+    )
+    rendered_folder: str = _f(
+        "",
+        "TFRecord pattern of those rendered images (python -m tpu_grapheme.data.render_unseen); empty: "
+        "rendered once for the synthetic default (needed with --train-folder)",
     )
     skip_corrupt: bool = _f(
         False,
@@ -203,68 +214,9 @@ def field_type(name: str) -> Any:
     return _HINTS[name]
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Convert a value from YAML/CLI/Ray to the field's type, or raise a one-line UserError."""
-    hint, shown = _HINTS[name], flag(name)
-    origin = typing.get_origin(hint)
-    try:
-        if origin is tuple:
-            item_types = typing.get_args(hint)
-            if isinstance(value, str):
-                value = [v for v in value.replace("x", ",").split(",") if v.strip()]
-            variable = item_types[-1] is Ellipsis  # tuple[float, ...]: any number of values
-            if variable and isinstance(value, Sequence):
-                item_types = item_types[:1] * len(value)
-            if not isinstance(value, Sequence) or len(value) != len(item_types):
-                count = "" if variable else f"{len(item_types)} "
-                raise UserError(f"{shown} needs {count}comma-separated values, got {value!r}")
-            return tuple(t(_num(v, t)) for t, v in zip(item_types, value, strict=True))
-        if hint is bool:
-            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-                return False
-            if isinstance(value, bool | int) and value in (0, 1):
-                return bool(value)
-            raise UserError(f"{shown} must be true or false, got {value!r}")
-        if hint is int:
-            if isinstance(value, bool):
-                raise TypeError
-            if isinstance(value, float) and not value.is_integer():
-                raise UserError(f"{shown} must be an integer, got {value!r}")
-            return int(_num(value, int))
-        if hint is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if hint is str:
-            if not isinstance(value, str):
-                raise TypeError
-            return value
-    except UserError:
-        raise
-    except (TypeError, ValueError):
-        raise UserError(f"{shown} must be {type_words(hint)}, got {value!r}") from None
-    raise AssertionError(f"unhandled type {hint} for {name}")
-
-
-def _num(v: Any, t: type) -> Any:
-    if isinstance(v, str):
-        v = v.strip()
-        return t(float(v)) if t is int and ("e" in v.lower() or "." in v) else t(v)
-    return v
-
-
-def type_words(hint: Any) -> str:
-    """A field type in words for messages: "an integer", "comma-separated numbers"."""
-    if typing.get_origin(hint) is tuple:
-        return "comma-separated numbers"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
-
-
 def _coerce_fields(cfg: TrainConfig) -> None:
     for name in FIELDS:
-        object.__setattr__(cfg, name, _coerce(name, getattr(cfg, name)))
+        object.__setattr__(cfg, name, coerce(getattr(cfg, name), _HINTS[name], flag(name)))
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -282,6 +234,15 @@ def _validate(c: TrainConfig) -> None:
     _check(
         c.workers == 1 or c.strategy in ("auto", "multiworker"),
         f"workers={c.workers} trains under the multiworker strategy, not --strategy {c.strategy}",
+    )
+    _check(
+        not c.rendered_share or round(c.rendered_share * c.batch_size) >= 1,
+        f"--rendered-share {c.rendered_share} puts no rendered image into a micro-batch of {c.batch_size}; "
+        f"use at least {1 / c.batch_size:.3g} or 0 (off)",
+    )
+    _check(
+        not c.rendered_share or c.rendered_folder or not c.train_folder,
+        "--rendered-share with --train-folder needs --rendered-folder (python -m tpu_grapheme.data.render_unseen)",
     )
     _check(
         bool(c.train_folder) == bool(c.valid_folder),

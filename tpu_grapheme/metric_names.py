@@ -28,6 +28,7 @@ def reported_metrics(layout: HeadLayout = BENGALI) -> dict[str, str | None]:
         "lr": None,
         "step": None,
         "skipped_steps": None,
+        "train_seconds": None,  # this process's time in training steps (compile included, evaluations not)
     }
 
 

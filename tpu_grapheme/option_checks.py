@@ -103,6 +103,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "resize_method": Choice(RESIZE_METHODS),
     "shuffle_buffer": AT_LEAST_0,
     "cache_mb": AT_LEAST_0,
+    "rendered_share": Range(0, 1, open_high=True, note="0: off"),
     # model
     "arch": Choice(ARCHS),
     "dropout": UNIT_OPEN_HIGH,

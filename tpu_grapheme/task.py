@@ -23,7 +23,7 @@ from tpu_grapheme import distribute, optimizers, schedules
 from tpu_grapheme.config import TrainConfig, options_for
 from tpu_grapheme.data.inputs import InputConfig, RunInputs, combination_counts
 from tpu_grapheme.data.schema import HeadLayout
-from tpu_grapheme.data.synthetic_default import data_patterns
+from tpu_grapheme.data.synthetic_default import data_patterns, rendered_pattern
 from tpu_grapheme.ema import WeightEMA
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.evaluator import Evaluator
@@ -102,7 +102,10 @@ class Task:
     @functools.cached_property
     def inputs(self) -> RunInputs:
         train, valid = self.patterns
-        config = options_for(InputConfig, self.cfg, train_pattern=train, valid_pattern=valid)
+        rendered = rendered_pattern(self.cfg, self.log)
+        config = options_for(
+            InputConfig, self.cfg, train_pattern=train, valid_pattern=valid, rendered_pattern=rendered
+        )
         return RunInputs(strategy=self.strategy, config=config)
 
     @functools.cached_property

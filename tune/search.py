@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--space",
-        help="space YAML: a path, or a shipped name (cutmix, mixup, optimizer); required unless --resume",
+        help="space YAML: a path, or a shipped name (cutmix, default, mixup, optimizer); required unless --resume",
     )
     p.add_argument(
         "--set",
@@ -93,7 +93,7 @@ def _load(args: argparse.Namespace, root: str) -> tuple[SearchSpace, str, int]:
         space, max_failures = storage.load_spec(storage.experiment_path(root, args.name))
         return space, args.name, max_failures
     if not args.space:
-        raise UserError("give --space (a YAML file or a shipped name: cutmix, mixup, optimizer) or --resume")
+        raise UserError("give --space (a YAML file or a shipped name: cutmix, default, mixup, optimizer) or --resume")
     space = with_overrides(
         load_space(args.space),
         sets=parse_sets(args.set),

@@ -34,8 +34,9 @@ from typing import Any
 
 import yaml
 
-from tpu_grapheme.config import field_name, field_type, from_dict, normalize_keys, to_dict, type_words
+from tpu_grapheme.config import field_name, field_type, from_dict, normalize_keys, to_dict
 from tpu_grapheme.errors import UserError, did_you_mean
+from tpu_grapheme.field_types import type_words
 from tune.space import DISTRIBUTIONS, METRICS, Param, Resources, Scheduler, SearchSpace
 
 SPACES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spaces")

@@ -19,6 +19,7 @@ from tpu_grapheme import option_checks
 from tpu_grapheme.data import pipeline, shards
 from tpu_grapheme.data.graphemes import table_rows
 from tpu_grapheme.data.manifest import layout_of, read_manifest
+from tpu_grapheme.data.mix import join_micro_batches, rendered_per_batch
 from tpu_grapheme.data.schema import BENGALI, HeadLayout
 from tpu_grapheme.errors import UserError
 
@@ -30,6 +31,7 @@ class InputConfig:
 
     train_pattern: str
     valid_pattern: str
+    rendered_share: float
     batch_size: int  # per replica, per micro-batch
     grad_accum: int
     resize: tuple[int, int]
@@ -40,6 +42,7 @@ class InputConfig:
     eval_batches: int  # 0: the whole validation split
     skip_corrupt: bool  # skip (and count) corrupt records instead of stopping
     deterministic: bool  # training pipeline in a fixed order (same command, same batches)
+    rendered_pattern: str = ""  # the rendered images mixed in at `rendered_share` ("": none)
 
     def __post_init__(self) -> None:
         option_checks.check_fields(self)
@@ -72,7 +75,9 @@ class RunInputs:
             )
         if self.n_valid == 0:
             raise UserError(f"{config.valid_pattern}: no validation images; a run needs some to evaluate")
-        self.layout = shards_layout(config.train_pattern, config.valid_pattern)
+        rendered = [config.rendered_pattern] if config.rendered_pattern else []
+        self.layout = shards_layout(config.train_pattern, config.valid_pattern, *rendered)
+        self.n_rendered = check_rendered(config.rendered_pattern, config.valid_pattern) if rendered else 0
 
     @property
     def skipped_records(self) -> int:
@@ -126,27 +131,35 @@ class RunInputs:
     def train_dataset(
         self, ctx: tf.distribute.InputContext | None = None, *, start_step: int, steps: int
     ) -> tf.data.Dataset:
-        """One input pipeline's training batches (`ctx` None: the whole global batch in one pipeline)."""
+        """One input pipeline's training batches (`ctx` None: the whole global batch in one pipeline);
+        with rendered images, each micro-batch ends with its `rendered_per_batch` of them (`data.mix`)."""
         c, k = self.config, self.config.grad_accum
         per_replica = (
             c.batch_size if ctx else global_batch_size(c.batch_size, self.strategy.num_replicas_in_sync)
         )
         # A pipeline feeds `replicas / pipelines` replicas one batch of per_replica * k each per step.
         replicas_here = self.strategy.num_replicas_in_sync // ctx.num_input_pipelines if ctx else 1
-        ds = pipeline.build_dataset(
-            c.train_pattern,
-            batch_size=per_replica * k,
-            resize=c.resize,
-            resize_method=c.resize_method,
-            training=True,
-            seed=c.seed,
-            start=start_step * per_replica * k * replicas_here,
-            input_context=ctx,
-            shuffle_buffer=c.shuffle_buffer,
-            cache_mb=self.cache_mb(steps),
-            deterministic=c.deterministic,
-            skipped=self._skipped,
-        )
+        r = rendered_per_batch(c.rendered_share, per_replica) if self.n_rendered else 0
+
+        def stream(pattern: str, size: int) -> tf.data.Dataset:
+            return pipeline.build_dataset(
+                pattern,
+                batch_size=size * k,
+                resize=c.resize,
+                resize_method=c.resize_method,
+                training=True,
+                seed=c.seed,
+                start=start_step * size * k * replicas_here,
+                input_context=ctx,
+                shuffle_buffer=c.shuffle_buffer,
+                cache_mb=self.cache_mb(steps),
+                deterministic=c.deterministic,
+                skipped=self._skipped,
+            )
+
+        ds = stream(c.train_pattern, per_replica - r)
+        if r:
+            ds = join_micro_batches(ds, stream(c.rendered_pattern, r), micro_batches=k)
         return ds.map(lambda x, y: split_micro_batches(x, y, k)) if k > 1 else ds
 
     # --- validation -------------------------------------------------------------------------------
@@ -204,6 +217,22 @@ def padded_batches(ds: tf.data.Dataset, batch_size: int, num_batches: int) -> tf
     x_spec, y_spec = ds.element_spec  # static after `pad`: the filler never reads the shards again
     empty = (tf.zeros(x_spec.shape, x_spec.dtype), -tf.ones(y_spec.shape, y_spec.dtype))
     return ds.concatenate(tf.data.Dataset.from_tensors(empty).repeat()).take(num_batches)
+
+
+def check_rendered(rendered: str, valid: str) -> int:
+    """Records of the rendered shards: each directory's manifest must say its images were rendered
+    (`render_unseen` writes that), and no file may be a validation shard: rendered images never reach
+    validation, and validation images never reach training this way."""
+    files = shards.list_shards(rendered)
+    for d in sorted({os.path.dirname(f) for f in files}):
+        if "rendered" not in (read_manifest(d) or {}):
+            raise UserError(
+                f"--rendered-folder {rendered}: {d} has no manifest saying its images were rendered "
+                "(python -m tpu_grapheme.data.render_unseen writes one); refusing to train on it as rendered"
+            )
+    if both := set(map(os.path.abspath, files)) & set(map(os.path.abspath, shards.list_shards(valid))):
+        raise UserError(f"--rendered-folder {rendered} includes the validation shard {sorted(both)[0]}")
+    return shards.count_records(rendered)
 
 
 def shards_layout(*patterns: str) -> HeadLayout:

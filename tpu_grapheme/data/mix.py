@@ -1,9 +1,11 @@
-"""Mix rendered images into every training batch at a fixed share (for the training pipeline to call).
+"""Rendered images in every training micro-batch at a fixed share (the input side of `--rendered-share`).
 
-Both inputs are unbatched, repeated element streams of the same structure (e.g. (image, labels) after
-parsing and before batching/MixUp). Each output batch holds exactly `rendered_per_batch(share, B)`
-rendered elements, shuffled among the real ones, so the share holds per step, not only on average as
-`tf.data.Dataset.sample_from_datasets` would give it.
+Each replica's batch of k micro-batches is joined from two resumable streams (`training_stream`): k*(B-r)
+real and k*r rendered elements, r = `rendered_per_batch(share, B)`. Every micro-batch holds its B-r real
+elements, then its r rendered ones: the share holds per step, not only on average as
+`tf.data.Dataset.sample_from_datasets` would give it, and the join draws no randomness, so a resumed
+run's batches stay a function of the step. Positions in a batch carry no meaning for the step (MixUp and
+CutMix draw their partners by a random permutation).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import tensorflow as tf
 
 
 def rendered_per_batch(share: float, batch_size: int) -> int:
-    """Rendered elements in a batch of `batch_size` at `share` (0 <= share < 1), rounded."""
+    """Rendered elements in a micro-batch of `batch_size` at `share` (0 <= share < 1), rounded, <= B-1."""
     if not 0 <= share < 1:
         raise ValueError(f"rendered share must be in [0, 1), got {share}")
     if batch_size < 1:
@@ -20,20 +22,22 @@ def rendered_per_batch(share: float, batch_size: int) -> int:
     return min(batch_size - 1, round(share * batch_size)) if share else 0
 
 
-def mix_batches(
-    real: tf.data.Dataset, rendered: tf.data.Dataset, *, share: float, batch_size: int, seed: int = 0
+def join_micro_batches(
+    real: tf.data.Dataset, rendered: tf.data.Dataset, *, micro_batches: int
 ) -> tf.data.Dataset:
-    """Batches of `batch_size`: round(share * B) from `rendered`, the rest from `real`, order shuffled."""
-    k = rendered_per_batch(share, batch_size)
-    if k == 0:
-        return real.batch(batch_size, drop_remainder=True)
-    pair = tf.data.Dataset.zip(
-        real.batch(batch_size - k, drop_remainder=True), rendered.batch(k, drop_remainder=True)
-    )
+    """Zip batches of k*(B-r) real and k*r rendered elements into batches of k*B, micro-batch by micro-batch."""
+    if micro_batches < 1:
+        raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
+    k = micro_batches
+
+    def join_one(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        a = tf.reshape(a, [k, -1, *a.shape[1:]])
+        b = tf.reshape(b, [k, -1, *b.shape[1:]])
+        return tf.reshape(tf.concat([a, b], axis=1), [-1, *a.shape[2:]])
 
     def join(a, b):
-        both = tf.nest.map_structure(lambda x, y: tf.concat([x, y], axis=0), a, b)
-        order = tf.random.shuffle(tf.range(batch_size), seed=seed)
-        return tf.nest.map_structure(lambda x: tf.gather(x, order), both)
+        return tf.nest.map_structure(join_one, a, b)
 
-    return pair.map(join, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return tf.data.Dataset.zip(real, rendered).map(
+        join, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )

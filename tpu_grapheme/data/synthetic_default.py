@@ -25,6 +25,10 @@ HOLDOUT_GRAPHEMES = 0.1  # share of the grapheme combinations held out of traini
 # Kaggle's 4 image parquets per split for the full default; a small set gets fewer: each parquet of
 # 32,332 pixel columns costs about a second to write and again to read, whatever its row count.
 ROWS_PER_PARQUET = 4000
+# The rendered set (`rendered_pattern`): one image of every valid combination the training fold lacks,
+# in the other typefaces (`typefaces.default_typefaces`), never in the data set's own.
+RENDERED_SCHEMA = "r1"
+RENDERED_PER_COMBINATION = 1
 
 
 class DataSettings(Protocol):
@@ -35,6 +39,8 @@ class DataSettings(Protocol):
     synthetic_rows: int
     synthetic_dir: str
     seed: int
+    rendered_share: float
+    rendered_folder: str
 
 
 def data_patterns(cfg: DataSettings, log: Callable[[str], None] = print) -> tuple[str, str]:
@@ -42,6 +48,42 @@ def data_patterns(cfg: DataSettings, log: Callable[[str], None] = print) -> tupl
     if cfg.train_folder:
         return cfg.train_folder, cfg.valid_folder
     return ensure_synthetic(rows=cfg.synthetic_rows, seed=cfg.seed, root=cfg.synthetic_dir, log=log)
+
+
+def rendered_pattern(cfg: DataSettings, log: Callable[[str], None] = print) -> str:
+    """The rendered images a run mixes into training: "" when `rendered_share` is 0, its
+    `rendered_folder` when given, else the synthetic default's (rendered on first use)."""
+    if not cfg.rendered_share:
+        return ""
+    if cfg.rendered_folder:
+        return cfg.rendered_folder
+    data_patterns(cfg, log)  # the training fold the rendered set is computed from
+    out = cache_dir(rows=cfg.synthetic_rows, seed=cfg.seed, root=cfg.synthetic_dir)
+    rendered = os.path.join(out, f"rendered-{RENDERED_SCHEMA}")
+    if not os.path.exists(os.path.join(rendered, "READY")):
+        with _exclusive(rendered):
+            if not os.path.exists(os.path.join(rendered, "READY")):
+                _build_rendered(out, rendered, seed=cfg.seed, log=log)
+    return os.path.join(rendered, "*.tfrec")
+
+
+def _build_rendered(out: str, rendered: str, *, seed: int, log: Callable[[str], None]) -> None:
+    from tpu_grapheme.data.render_unseen import render_unseen
+
+    log(
+        f"synthetic default: rendering the valid graphemes its training fold lacks into {rendered} (once; cached)"
+    )
+    m = render_unseen(
+        os.path.join(out, "kaggle"),
+        rendered,
+        per_combination=RENDERED_PER_COMBINATION,
+        train_records=os.path.join(out, "tfrecords", "train"),
+        seed=seed,
+        overwrite=True,
+    )
+    log(f"synthetic default: {m['total']} rendered images in {', '.join(m['rendered']['typefaces'])}")
+    with open(os.path.join(rendered, "READY"), "w") as f:
+        f.write("ok\n")
 
 
 def cache_dir(*, rows: int, seed: int, root: str = "") -> str:
