@@ -106,37 +106,46 @@ def on_each_node(fn: Any, nodes: Sequence[Mapping[str, Any]], *args: Any, timeou
     return ray.get(refs, timeout=timeout)
 
 
-def _ensure_synthetic_here(fixed: Mapping[str, Any]) -> tuple[str, str]:
-    from tpu_grapheme.data.synthetic_default import data_patterns
+def _ensure_synthetic_here(fixed: Mapping[str, Any], rendered: bool) -> tuple[str, ...]:
+    from tpu_grapheme.data.synthetic_default import data_patterns, synthetic_rendered
 
-    return tuple(data_patterns(from_dict(fixed)))  # type: ignore[return-value]
+    cfg = from_dict(fixed)
+    return (*data_patterns(cfg), synthetic_rendered(cfg) if rendered else "")
 
 
 def prepare_data(
-    fixed: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], *, tag: str = "[tune]"
+    fixed: Mapping[str, Any],
+    nodes: Sequence[Mapping[str, Any]],
+    *,
+    tag: str = "[tune]",
+    rendered: bool = False,
 ) -> dict[str, Any]:
-    """Synthetic default: build (or find cached) the data set once, before any worker, on every node.
+    """Synthetic default: build (or find cached) the data set once, before any worker, on every node,
+    with its rendered set when a run may mix it in (`rendered`: some trial may have a rendered share).
 
-    Workers get the resulting file patterns as fixed `train_folder`/`valid_folder`, so none regenerates.
+    Workers get the resulting file patterns as fixed `train_folder`/`valid_folder` (and `rendered_folder`),
+    so none regenerates.
     """
     if not from_dict(fixed).uses_synthetic:
         return dict(fixed)
     import ray
 
     t0 = time.time()
-    train, valid = _ensure_synthetic_here(fixed)  # this (the driver's) node first
+    here_patterns = _ensure_synthetic_here(fixed, rendered)  # this (the driver's) node first
     here = ray.get_runtime_context().get_node_id()
     others = [n for n in nodes if n["NodeID"] != here]
     # then every other node, in parallel; a shared cache dir makes these instant
     if others and any(
-        tuple(p) != (train, valid) for p in on_each_node(_ensure_synthetic_here, others, dict(fixed))
+        tuple(p) != here_patterns for p in on_each_node(_ensure_synthetic_here, others, dict(fixed), rendered)
     ):
         raise UserError(
             "the synthetic data set landed at different paths on different nodes; "
             "pass --set synthetic_dir=<a path that is the same on every node>"
         )
+    train, valid, rendered_set = here_patterns
     print(f"{tag} synthetic data ready in {time.time() - t0:.0f}s: {train} | {valid}", flush=True)
-    return {**fixed, "train_folder": train, "valid_folder": valid}
+    extra = {"rendered_folder": rendered_set} if rendered_set else {}
+    return {**fixed, "train_folder": train, "valid_folder": valid, **extra}
 
 
 JOIN_TIMEOUT_S = 10.0  # how long `connect` waits for a cluster (one that is just starting) to answer

@@ -93,7 +93,9 @@ def _load(args: argparse.Namespace, root: str) -> tuple[SearchSpace, str, int]:
         space, max_failures = storage.load_spec(storage.experiment_path(root, args.name))
         return space, args.name, max_failures
     if not args.space:
-        raise UserError("give --space (a YAML file or a shipped name: cutmix, default, mixup, optimizer) or --resume")
+        raise UserError(
+            "give --space (a YAML file or a shipped name: cutmix, default, mixup, optimizer) or --resume"
+        )
     space = with_overrides(
         load_space(args.space),
         sets=parse_sets(args.set),
@@ -269,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(cluster.describe_nodes(nodes), flush=True)
         cluster.check_shared_storage(root, nodes)
         bundle = cluster.trial_bundle(space, nodes)
-        fixed = cluster.prepare_data(space.fixed, nodes)
+        fixed = cluster.prepare_data(space.fixed, nodes, rendered=space.may_render)
         trainable = tuner.make_trainable(fixed, bundle, shared_dir=exp)
         print(f"[tune] {name}: {len(nodes)} node(s), per trial {bundle}, experiment {exp}", flush=True)
         print(dashboards_hint(optuna_url, local), flush=True)

@@ -55,8 +55,12 @@ def rendered_pattern(cfg: DataSettings, log: Callable[[str], None] = print) -> s
     `rendered_folder` when given, else the synthetic default's (rendered on first use)."""
     if not cfg.rendered_share:
         return ""
-    if cfg.rendered_folder:
-        return cfg.rendered_folder
+    return cfg.rendered_folder or synthetic_rendered(cfg, log)
+
+
+def synthetic_rendered(cfg: DataSettings, log: Callable[[str], None] = print) -> str:
+    """The synthetic default's rendered set (built on first use, with the data set if needed): one image
+    of every valid combination its training fold lacks, in the other typefaces."""
     data_patterns(cfg, log)  # the training fold the rendered set is computed from
     out = cache_dir(rows=cfg.synthetic_rows, seed=cfg.seed, root=cfg.synthetic_dir)
     rendered = os.path.join(out, f"rendered-{RENDERED_SCHEMA}")
