@@ -49,7 +49,7 @@ def _make(strategy, *, k: int = 1, dynamic: bool = False, ema: bool = True, loss
     with strategy.scope():
         model = build_model(arch="small", input_shape=SHAPE, dropout=0.0, seed=1, bn_updates_per_step=k)
         opt = Lookahead(RAdam(learning_rate=0.05), sync_period=2)
-        average = WeightEMA(model, DECAY, strategy=strategy) if ema else None
+        average = WeightEMA(model, DECAY, dynamic=False, strategy=strategy) if ema else None
         step = TrainStep(strategy=strategy, model=model, optimizer=opt, config=config, ema=average)
     return model, average, step
 
@@ -177,7 +177,7 @@ def test_decay_outside_0_1_is_rejected():
     model = build_model(arch="tiny", input_shape=SHAPE, dropout=0.0, seed=1)
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="ema decay must be in"):
-            WeightEMA(model, bad, strategy=tf.distribute.get_strategy())
+            WeightEMA(model, bad, dynamic=False, strategy=tf.distribute.get_strategy())
 
 
 # ---- through the loop: evaluation and exports from the average, resume, off = as before -------------
@@ -230,18 +230,21 @@ def test_evaluation_exports_and_inference_use_the_average(synthetic_dir, tmp_pat
 def test_interrupt_then_resume_keeps_the_average_exact(synthetic_dir, tmp_path):
     # One global batch holds the whole training split (as in test_loop's resume test): a resume
     # reshuffles within it, so the weights agree to float rounding of the batch sums (test_loop's 1e-5).
-    straight = _cfg(synthetic_dir, str(tmp_path / "a"), ema_decay=0.9)
+    straight = _cfg(
+        synthetic_dir, str(tmp_path / "a"), ema_decay=0.9, ema_dynamic_decay=False
+    )  # d fixed: see lag
     run_training(straight, log=lambda s: None)
 
     def stop_at_3(r: EvalResult) -> None:
         if r.step == 3:
             raise KeyboardInterrupt
 
-    cfg = _cfg(synthetic_dir, str(tmp_path / "b"), ema_decay=0.9)
+    cfg = _cfg(synthetic_dir, str(tmp_path / "b"), ema_decay=0.9, ema_dynamic_decay=False)
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, on_eval=stop_at_3, log=lambda s: None)
     run_training(cfg, log=lambda s: None)
     (_, a), (_, b) = _restored(straight), _restored(cfg)
+    assert int(a.ema.updates.numpy()) == int(b.ema.updates.numpy()) == straight.steps  # the dynamic decay's n
     for x, y in zip(a.ema.shadows, b.ema.shadows, strict=True):
         np.testing.assert_allclose(x.numpy(), y.numpy(), atol=1e-5)
     for x, y in zip(a.model.weights, b.model.weights, strict=True):

@@ -110,6 +110,10 @@ class TrainConfig:
     )
     lookahead_alpha: float = _f(0.5, "Lookahead: slow-weights step alpha")
     ema_decay: float = _f(0.0, "weight EMA d: ema = d*ema + (1-d)*w per step; evaluated and exported; 0: off")
+    ema_dynamic_decay: bool = _f(
+        True,
+        "EMA decay min(d, (1+n)/(10+n)) at update n (TF's num_updates rule): early averages follow the weights",
+    )
     label_smoothing: float = _f(0.0, "label smoothing on the soft targets")
     head_weights: tuple[float, ...] = _f(
         (), "loss weight per head (root,vowel,consonant); empty: the head layout's metric weights"

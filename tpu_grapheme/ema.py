@@ -1,4 +1,9 @@
-"""Weight EMA (`--ema-decay d`): `ema = d * ema + (1 - d) * w` after every applied optimizer step.
+"""Weight EMA (`--ema-decay d`): `ema = d_n * ema + (1 - d_n) * w` after the n-th applied optimizer step.
+
+`d_n = d`, or with `dynamic` (`--ema-dynamic-decay`, on by default) `min(d, (1 + n) / (10 + n))`, n counting
+from 0: TF's `ExponentialMovingAverage(num_updates=...)` rule, Model Garden's `dynamic_decay`. It starts at
+0.1 and reaches d after about 10 / (1 - d) steps, so an early evaluation (or ASHA's first comparison) sees
+the recent weights instead of an average still dominated by the initial ones.
 
 The shadow variables start as the model's weights when the run is built (after any `--weights`), are
 updated once per optimizer step inside the step's apply (so k accumulated micro-batches make one
@@ -43,11 +48,13 @@ def _tf_variable(v):
 class WeightEMA:
     """Shadow copies of a model's weights and their exponential moving average."""
 
-    def __init__(self, model: keras.Model, decay: float, *, strategy: tf.distribute.Strategy) -> None:
+    def __init__(
+        self, model: keras.Model, decay: float, *, dynamic: bool, strategy: tf.distribute.Strategy
+    ) -> None:
         """Call with the model built (and any weights loaded); the shadows are made in `strategy`'s scope."""
         if not 0 < decay < 1:
             raise ValueError(f"ema decay must be in (0, 1), got {decay}")
-        self.decay = float(decay)
+        self.decay, self.dynamic = float(decay), bool(dynamic)
         self.strategy = strategy
         self._sources = [_tf_variable(v) for v in averaged_variables(model)]
         with strategy.scope():
@@ -55,7 +62,8 @@ class WeightEMA:
                 tf.Variable(v.read_value(), trainable=False, name=f"ema_{i}")
                 for i, v in enumerate(self._sources)
             ]
-        self._checkpoint = tf.train.Checkpoint(shadows=self.shadows)
+            self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_updates")  # n
+        self._checkpoint = tf.train.Checkpoint(shadows=self.shadows, updates=self.updates)
         self._swap_fn = tf.function(self._swap_all)
 
     def checkpoint_items(self) -> dict[str, tf.train.Checkpoint]:
@@ -71,14 +79,21 @@ class WeightEMA:
         else:
             tf.distribute.get_replica_context().merge_call(self._merge_update, args=args)
 
+    def decay_at(self, n: tf.Tensor) -> tf.Tensor:
+        """d_n: the decay of the n-th update (n from 0)."""
+        n = tf.cast(n, tf.float32)
+        return tf.minimum(self.decay, (1.0 + n) / (10.0 + n)) if self.dynamic else tf.constant(self.decay)
+
     def _merge_update(self, strategy, shadows, sources) -> None:
-        d = self.decay
+        d = self.decay_at(self.updates.read_value())
 
         def step(shadow, var):
-            shadow.assign(d * shadow + (1.0 - d) * tf.cast(var, shadow.dtype))
+            dd = tf.cast(d, shadow.dtype)
+            shadow.assign(dd * shadow + (1.0 - dd) * tf.cast(var, shadow.dtype))
 
         for shadow, var in zip(shadows, sources, strict=True):
             strategy.extended.update(shadow, step, args=(var,), group=False)
+        self.updates.assign_add(1)
 
     def _swap_all(self) -> None:
         def swap(var, shadow):

@@ -167,7 +167,9 @@ class Task:
     def build_ema(self, model: keras.Model) -> WeightEMA | None:
         """The weight average of `model` (`--ema-decay`), starting from its weights now; None when off."""
         return (
-            WeightEMA(model, self.cfg.ema_decay, strategy=self.strategy) if self.cfg.ema_decay > 0 else None
+            WeightEMA(model, self.cfg.ema_decay, dynamic=self.cfg.ema_dynamic_decay, strategy=self.strategy)
+            if self.cfg.ema_decay > 0
+            else None
         )
 
     def build_step(

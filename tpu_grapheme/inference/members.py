@@ -131,7 +131,9 @@ def _restore_checkpoint(prefix: str, run: RunDir, meta: dict):
     model = model_from_config(cfg, grapheme_classes=classes, layout=layout)  # as the run built it
     # A run with a weight EMA predicts with the averages, as its exported models do.
     ema = (
-        WeightEMA(model, cfg.ema_decay, strategy=tf.distribute.get_strategy()) if cfg.ema_decay > 0 else None
+        WeightEMA(model, cfg.ema_decay, dynamic=cfg.ema_dynamic_decay, strategy=tf.distribute.get_strategy())
+        if cfg.ema_decay > 0
+        else None
     )
     try:
         items = ema.checkpoint_items() if ema is not None else {}
