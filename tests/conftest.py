@@ -10,10 +10,24 @@ they are the longest units, and much of their time is waiting, which the other t
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 TUNE_TESTS = "tests/tune/"
 LOCAL_RAY_MODULES = ("test_search.py", "test_sigterm.py")  # their other tests start no Ray at all
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> str:
+    """One synthetic-default cache for the session, shared by both xdist workers: each set (keyed by rows
+    and seed) is rendered once; `ensure_synthetic`'s lock makes a second process wait for the first."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # each worker's temp dir is a subdir of the session's
+    path = root / "synthetic-shared"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 def xdist_group(item) -> str:

@@ -181,11 +181,6 @@ def test_decay_outside_0_1_is_rejected():
 
 
 # ---- through the loop: evaluation and exports from the average, resume, off = as before -------------
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("synthetic"))
-
-
 def _cfg(synthetic_dir: str, out: str, **kw) -> TrainConfig:
     base = dict(arch="tiny", resize=(32, 56), synthetic_rows=120, synthetic_dir=synthetic_dir, batch_size=96,
                 steps=6, steps_per_loop=3, checkpoint_interval=3, log_interval=3, output_dir=out,

@@ -17,11 +17,6 @@ from tpu_grapheme.loop import EvalResult, run_training
 from tpu_grapheme.metric_names import REPORTED_METRICS
 
 
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("synthetic"))
-
-
 def _read_json(path: str):
     with open(path) as f:
         return json.load(f)

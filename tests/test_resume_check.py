@@ -34,10 +34,10 @@ def _cfg(synthetic_dir: str, out: str, **kw) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, synthetic_dir):
     """One finished 4-step run (checkpoint at step 4, model_final.keras); tests that resume it copy it."""
     root = tmp_path_factory.mktemp("resume")
-    cfg = _cfg(str(root / "synthetic"), str(root / "runs"))
+    cfg = _cfg(synthetic_dir, str(root / "runs"))
     run_training(cfg, log=lambda _: None)
     return cfg
 

@@ -27,12 +27,12 @@ def _valid_images(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
-def test_train_to_a_uri_run_dir_then_infer_from_it(tmp_path):
+def test_train_to_a_uri_run_dir_then_infer_from_it(synthetic_dir):
     cfg = TrainConfig(
         arch="tiny",
         resize=(32, 56),
         synthetic_rows=120,
-        synthetic_dir=str(tmp_path / "synthetic"),
+        synthetic_dir=synthetic_dir,
         batch_size=32,
         steps=4,
         steps_per_loop=2,

@@ -90,9 +90,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def synthetic_dir(tmp_path_factory) -> str:
-    """One synthetic cache for all tune tests: the search driver builds it once, trials only read it."""
-    return str(tmp_path_factory.mktemp("synthetic"))
+def synthetic_dir(synthetic_dir) -> str:
+    """The tune tests' synthetic cache, shared by both workers (the search driver builds it, trials only
+    read it), apart from the loop tests' sets: test_search checks that nothing under it changes."""
+    path = os.path.join(synthetic_dir, "tune")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def port_open(port: int) -> bool:
