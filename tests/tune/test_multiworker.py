@@ -3,8 +3,9 @@
 - The all-reduced gradient of 2 workers equals the union batch's gradient in one process; 2 workers x B
   train like one process x 2B (weights after a few AdamW steps); the workers' input shards are disjoint
   and cover the epoch.
-- `python -m tpu_grapheme.train --workers 2`: a worker killed with SIGKILL mid-run; Ray Train restarts
-  the group, the run resumes from its last checkpoint and ends at the requested step with a model.
+- `python -m tpu_grapheme.train --workers 2 --deterministic`: a worker killed with SIGKILL after a
+  checkpoint; Ray Train restarts the group, the run resumes from its last checkpoint and ends with the
+  final model and last checkpoint of an uninterrupted run of the same command, to the bit (issue 20).
 - A local run dir the other node cannot see is refused before training.
 - `python -m tune.search --set workers=2`: two trials, one after the other, each a 2-worker Ray Train
   run whose reports (metrics, checkpoint path) reach Tune.
