@@ -33,7 +33,7 @@ from tests.tune.test_console import assert_quiet
 from tpu_grapheme.config import from_dict
 from tpu_grapheme.errors import UserError
 
-KILL_STEPS = 30
+KILL_STEPS = 20
 INTERVAL = 5
 TINY_RUN = {
     "arch": "tiny",
@@ -175,13 +175,20 @@ def _private_dirs(pid: int) -> list[str]:
 EXACT = ("--deterministic", "--cpus-per-worker", "0.5", "--max-failures", "2")
 
 
-def _final_weights(run: pathlib.Path) -> list[np.ndarray]:
-    import keras
+def _final_weights(run: pathlib.Path) -> dict[str, np.ndarray]:
+    """Every variable of the run's `model_final.keras`, read from its weights file (no model rebuilt)."""
+    import io
+    import zipfile
 
-    import tpu_grapheme.model  # noqa: F401  (registers the custom layers before loading)
+    import h5py
 
-    model = keras.models.load_model(str(run / "model_final.keras"), safe_mode=True)
-    return [np.asarray(w) for w in model.weights]
+    with zipfile.ZipFile(run / "model_final.keras") as z:
+        weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
+    out: dict[str, np.ndarray] = {}
+    weights.visititems(
+        lambda name, obj: out.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None
+    )
+    return out
 
 
 def _checkpoint_tensors(run: pathlib.Path) -> dict[str, np.ndarray]:
@@ -233,8 +240,10 @@ def test_killed_worker_restarts_the_group_and_the_run_ends_bit_identical_to_an_u
     # The restarted group ends where the uninterrupted run ends, to the bit: the final model and every
     # tensor of the last checkpoint (optimizer slots, step, loss scale, RNG states).
     reference, restarted = tmp_path / "straight" / "mw", output / "mw"
-    for a, b in zip(_final_weights(reference), _final_weights(restarted), strict=True):
-        assert np.array_equal(a, b)
+    want, got = _final_weights(reference), _final_weights(restarted)
+    assert sorted(want) == sorted(got) and len(want) >= 10
+    for name, value in want.items():
+        assert np.array_equal(value, got[name]), name
     want, got = _checkpoint_tensors(reference), _checkpoint_tensors(restarted)
     assert sorted(want) == sorted(got) and any("optimizer" in n for n in want)
     for name, value in want.items():
