@@ -3,8 +3,9 @@
 - The all-reduced gradient of 2 workers equals the union batch's gradient in one process; 2 workers x B
   train like one process x 2B (weights after a few AdamW steps); the workers' input shards are disjoint
   and cover the epoch.
-- `python -m tpu_grapheme.train --workers 2`: a worker killed with SIGKILL mid-run; Ray Train restarts
-  the group, the run resumes from its last checkpoint and ends at the requested step with a model.
+- `python -m tpu_grapheme.train --workers 2 --deterministic`: a worker killed with SIGKILL after a
+  checkpoint; Ray Train restarts the group, the run resumes from its last checkpoint and ends with the
+  final model and last checkpoint of an uninterrupted run of the same command, to the bit (issue 20).
 - A local run dir the other node cannot see is refused before training.
 - `python -m tune.search --set workers=2`: two trials, one after the other, each a 2-worker Ray Train
   run whose reports (metrics, checkpoint path) reach Tune.
@@ -18,6 +19,7 @@ import pathlib
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import time
 
@@ -31,7 +33,7 @@ from tests.tune.test_console import assert_quiet
 from tpu_grapheme.config import from_dict
 from tpu_grapheme.errors import UserError
 
-KILL_STEPS = 30
+KILL_STEPS = 20
 INTERVAL = 5
 TINY_RUN = {
     "arch": "tiny",
@@ -127,21 +129,23 @@ def test_two_workers_allreduce_and_train_like_one_process_with_the_union_batch(
         assert diff < 1e-5
 
 
-def _train_and_kill_worker_1(ray_cluster, synthetic_dir, tmp_path, *, max_failures: int):
-    """`train --workers 2` on the loopback cluster; worker 1 killed with SIGKILL after the first
-    checkpoint. Returns (exit code, log text, the killed pid, seconds from the kill to the end)."""
-    output = tmp_path / "runs"
+def _train(ray_cluster, synthetic_dir, tmp_path, name: str, *extra: str) -> tuple:
+    """Start `train --workers 2` on the loopback cluster into `<tmp_path>/<name>/mw`: (process, log path)."""
     flags = [f"--{k}={v}" for k, v in TINY_RUN.items()]
     cmd = [
-        *("python", "-m", "tpu_grapheme.train"),
+        *(sys.executable, "-m", "tpu_grapheme.train"),
         *flags,
-        *("--workers", "2", "--max-failures", str(max_failures), "--address", ray_cluster["address"]),
-        *("--synthetic-dir", synthetic_dir, "--output-dir", str(output), "--run-name", "mw"),
+        *extra,
+        *("--workers", "2", "--address", ray_cluster["address"]),
+        *("--synthetic-dir", synthetic_dir, "--output-dir", str(tmp_path / name), "--run-name", "mw"),
     ]
-    cmd[0] = __import__("sys").executable
-    log = str(tmp_path / "train.log")
-    proc = start_logged(cmd, log, ray_cluster["env"])
-    history = output / "mw" / "history.json"
+    log = str(tmp_path / f"{name}.log")
+    return start_logged(cmd, log, ray_cluster["env"]), log
+
+
+def _kill_worker_1(proc, log: str, history: pathlib.Path) -> tuple[int, str, int, float]:
+    """SIGKILL worker 1 of a running `train --workers 2` once `history` (the first checkpoint) exists.
+    Returns (exit code, log text, the killed pid, seconds from the kill to the end)."""
     try:
         wait_for(history.exists, timeout=600, what="the first checkpoint", proc=proc)
 
@@ -166,18 +170,60 @@ def _private_dirs(pid: int) -> list[str]:
     return glob.glob(os.path.join(tempfile.gettempdir(), f"{WORKER_CKPT_PREFIX}{pid}_*"))
 
 
-def test_killed_worker_restarts_the_group_and_the_run_resumes_to_the_end(
+# Under --deterministic; each worker reserves half a CPU, so the uninterrupted reference run trains on the
+# 2-CPU loopback cluster at the same time as the run whose worker is killed (and as its restarted group).
+EXACT = ("--deterministic", "--cpus-per-worker", "0.5", "--max-failures", "2")
+
+
+def _final_weights(run: pathlib.Path) -> dict[str, np.ndarray]:
+    """Every variable of the run's `model_final.keras`, read from its weights file (no model rebuilt)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(run / "model_final.keras") as z:
+        weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
+    out: dict[str, np.ndarray] = {}
+    weights.visititems(
+        lambda name, obj: out.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None
+    )
+    return out
+
+
+def _checkpoint_tensors(run: pathlib.Path) -> dict[str, np.ndarray]:
+    """Every tensor of the run's last checkpoint (model, optimizer slots, step, RNG states, ...) by name,
+    except the count of saves this process made and the object graph."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "checkpoints")))
+    names = [
+        n for n in reader.get_variable_to_shape_map() if not n.startswith(("save_counter", "_CHECKPOINTABLE"))
+    ]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def test_killed_worker_restarts_the_group_and_the_run_ends_bit_identical_to_an_uninterrupted_one(
     ray_cluster, synthetic_dir, tmp_path
 ):
-    rc, text, victim, elapsed = _train_and_kill_worker_1(ray_cluster, synthetic_dir, tmp_path, max_failures=2)
+    proc, log = _train(ray_cluster, synthetic_dir, tmp_path, "runs", *EXACT)
+    straight, straight_log = _train(ray_cluster, synthetic_dir, tmp_path, "straight", *EXACT)
     output = tmp_path / "runs"
     history = output / "mw" / "history.json"
+    try:
+        rc, text, victim, elapsed = _kill_worker_1(proc, log, history)
+        straight_rc = straight.wait(timeout=600)
+    finally:
+        if straight.poll() is None:
+            straight.kill()
     assert rc == 0, text[-4000:]
+    assert straight_rc == 0, pathlib.Path(straight_log).read_text()[-4000:]
     starts = list(dict.fromkeys(re.findall(r"\[worker 0/2\] pid (\d+)", text)))  # Ray may echo a line twice
     resumed = re.findall(r"resumed from \S+ckpt-(\d+) at step (\d+)", text)
     print(f"worker-group starts {len(starts)}, resumed at {resumed}, kill -> end {elapsed:.0f}s")
     assert len(starts) == 2  # one restart of the group, in new processes
     assert resumed and INTERVAL <= int(resumed[-1][1]) < KILL_STEPS
+    assert "resumed from" not in pathlib.Path(straight_log).read_text()
     assert (output / "mw" / "model_final.keras").stat().st_size > 1000
     assert f"step {KILL_STEPS}/{KILL_STEPS}" in text
     assert_quiet(text)  # `--workers 2`, one worker killed: its death is shown, no noise
@@ -191,11 +237,24 @@ def test_killed_worker_restarts_the_group_and_the_run_resumes_to_the_end(
     # The killed worker could not delete its private checkpoint dir; the restarted group's did.
     assert not _private_dirs(victim)
 
+    # The restarted group ends where the uninterrupted run ends, to the bit: the final model and every
+    # tensor of the last checkpoint (optimizer slots, step, loss scale, RNG states).
+    reference, restarted = tmp_path / "straight" / "mw", output / "mw"
+    want, got = _final_weights(reference), _final_weights(restarted)
+    assert sorted(want) == sorted(got) and len(want) >= 10
+    for name, value in want.items():
+        assert np.array_equal(value, got[name]), name
+    want, got = _checkpoint_tensors(reference), _checkpoint_tensors(restarted)
+    assert sorted(want) == sorted(got) and any("optimizer" in n for n in want)
+    for name, value in want.items():
+        assert np.array_equal(value, got[name]), name
+
 
 def test_killed_worker_with_no_restarts_left_is_one_line_naming_the_death(
     ray_cluster, synthetic_dir, tmp_path
 ):
-    rc, text, victim, _ = _train_and_kill_worker_1(ray_cluster, synthetic_dir, tmp_path, max_failures=0)
+    proc, log = _train(ray_cluster, synthetic_dir, tmp_path, "runs", "--max-failures", "0")
+    rc, text, victim, _ = _kill_worker_1(proc, log, tmp_path / "runs" / "mw" / "history.json")
     assert rc == 2, text[-4000:]
     last = text.strip().splitlines()[-1]
     assert last == (
