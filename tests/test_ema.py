@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tests.step_options import step_config
+from tests.tiny_runs import OLD_RECIPE
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.ema import CHECKPOINT_KEY, WeightEMA, averaged_variables
 from tpu_grapheme.inference.members import load_member
@@ -184,8 +185,8 @@ def test_decay_outside_0_1_is_rejected():
 def _cfg(synthetic_dir: str, out: str, **kw) -> TrainConfig:
     base = dict(arch="tiny", resize=(32, 56), synthetic_rows=120, synthetic_dir=synthetic_dir, batch_size=96,
                 steps=6, steps_per_loop=3, checkpoint_interval=3, log_interval=3, output_dir=out,
-                run_name="run", max_lr=3e-3, dropout=0.0, shuffle_buffer=256, seed=7)  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+                run_name="run", dropout=0.0, shuffle_buffer=256, seed=7)  # fmt: skip
+    return TrainConfig(**{**OLD_RECIPE, **base, **kw})
 
 
 def _restored(cfg: TrainConfig, name: str = ""):

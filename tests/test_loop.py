@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.tiny_runs import tiny_cfg
+from tests.tiny_runs import OLD_RECIPE, tiny_cfg
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.loop import EvalResult, run_training
@@ -165,6 +165,7 @@ def test_synthetic_default_learns_in_a_ci_sized_run(tmp_path):
     is on the overall metric and the vowel head.
     """
     cfg = TrainConfig(
+        **OLD_RECIPE,
         synthetic_rows=2000,
         synthetic_dir=str(tmp_path / "data"),
         batch_size=64,

@@ -30,6 +30,9 @@ from tpu_grapheme.option_checks import (
 T = TypeVar("T")
 
 RANGER_LOOKAHEAD_SYNC = 6  # Lookahead's k for --optimizer ranger (when --lookahead-sync is 0)
+# The embedded default's values that our own search chose (tune/spaces/default.yaml, tune/results/default).
+SEARCHED_RENDERED_SHARE = 0.125  # 16 of 128
+SEARCHED_ADAMW_DECAY = 1.6e-4
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -56,9 +59,10 @@ class TrainConfig:
         4096, "keep decoded, resized training images (uint8) in memory when they fit in this many MB; 0: off"
     )
     rendered_share: float = _f(
-        0.0,
+        -1.0,
         "share of each training micro-batch drawn from rendered images of valid grapheme combinations "
-        "absent from training, in other typefaces (the 1st place's idea); 0: off",
+        f"absent from training, in other typefaces (the 1st place's idea); -1: {SEARCHED_RENDERED_SHARE} "
+        "(searched) with the synthetic default or a --rendered-folder, else 0; 0: off",
     )
     rendered_folder: str = _f(
         "",
@@ -91,11 +95,12 @@ class TrainConfig:
     steps: int = _f(1000, "optimizer steps")
     optimizer: str = _f("adamw", f"one of {', '.join(OPTIMIZERS)} (ranger = RAdam + Lookahead)")
     radam: bool = _f(False, "seed flag: use RAdam (same as --optimizer radam)")
-    max_lr: float = _f(3e-3, "peak learning rate")
+    max_lr: float = _f(9.5e-3, "peak learning rate (searched for the default)")
     weight_decay: float = _f(
         -1.0,
         "decoupled weight decay, applied as --weight-decay-rule says; "
-        "-1: the optimizer's default (adamw/sgd: 1e-4, radam/ranger/adam: 0, as the seed)",
+        f"-1: the optimizer's default (adamw: {SEARCHED_ADAMW_DECAY:g}, searched; sgd: 1e-4 and "
+        "radam/ranger/adam: 0, as the seed)",
     )
     weight_decay_rule: str = _f(
         "tfa",
@@ -109,7 +114,9 @@ class TrainConfig:
         0, f"Lookahead's k: > 0 wraps any optimizer (the seed's flag); 0: off, ranger {RANGER_LOOKAHEAD_SYNC}"
     )
     lookahead_alpha: float = _f(0.5, "Lookahead: slow-weights step alpha")
-    ema_decay: float = _f(0.0, "weight EMA d: ema = d*ema + (1-d)*w per step; evaluated and exported; 0: off")
+    ema_decay: float = _f(
+        0.99, "weight EMA d: ema = d*ema + (1-d)*w per step; evaluated and exported; 0: off"
+    )
     ema_dynamic_decay: bool = _f(
         True,
         "EMA decay min(d, (1+n)/(10+n)) at update n (TF's num_updates rule): early averages follow the weights",
@@ -181,10 +188,19 @@ class TrainConfig:
 
     @property
     def effective_weight_decay(self) -> float:
-        """`weight_decay`, with -1 resolved: 1e-4 for adamw/sgd, 0 for radam/ranger/adam (the seed)."""
+        """`weight_decay`, with -1 resolved: the searched value for adamw, 1e-4 for sgd, 0 for
+        radam/ranger/adam (the seed)."""
         if self.weight_decay >= 0:
             return self.weight_decay
-        return 1e-4 if self.optimizer_name in ("adamw", "sgd") else 0.0
+        return {"adamw": SEARCHED_ADAMW_DECAY, "sgd": 1e-4}.get(self.optimizer_name, 0.0)
+
+    @property
+    def effective_rendered_share(self) -> float:
+        """`rendered_share`, with -1 resolved: the searched share where rendered images exist (the
+        synthetic default renders its own; real data needs --rendered-folder), else 0."""
+        if self.rendered_share >= 0:
+            return self.rendered_share
+        return SEARCHED_RENDERED_SHARE if (self.rendered_folder or not self.train_folder) else 0.0
 
     @property
     def effective_lookahead_sync(self) -> int:
@@ -239,13 +255,14 @@ def _validate(c: TrainConfig) -> None:
         c.workers == 1 or c.strategy in ("auto", "multiworker"),
         f"workers={c.workers} trains under the multiworker strategy, not --strategy {c.strategy}",
     )
+    share = c.effective_rendered_share
     _check(
-        not c.rendered_share or round(c.rendered_share * c.batch_size) >= 1,
-        f"--rendered-share {c.rendered_share} puts no rendered image into a micro-batch of {c.batch_size}; "
+        not share or round(share * c.batch_size) >= 1,
+        f"--rendered-share {share} puts no rendered image into a micro-batch of {c.batch_size}; "
         f"use at least {1 / c.batch_size:.3g} or 0 (off)",
     )
     _check(
-        not c.rendered_share or c.rendered_folder or not c.train_folder,
+        not share or c.rendered_folder or not c.train_folder,
         "--rendered-share with --train-folder needs --rendered-folder (python -m tpu_grapheme.data.render_unseen)",
     )
     _check(
@@ -290,7 +307,12 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 # The resolved values a lower layer takes instead of the raw field (`--radam`, weight decay -1).
-RESOLVED = ("optimizer_name", "effective_weight_decay", "effective_lookahead_sync")
+RESOLVED = (
+    "optimizer_name",
+    "effective_weight_decay",
+    "effective_lookahead_sync",
+    "effective_rendered_share",
+)
 
 
 def options_for(cls: type[T], cfg: TrainConfig, **derived: Any) -> T:

@@ -119,7 +119,7 @@ def shared_config(cfg: TrainConfig, nodes: Sequence[dict[str, Any]], *, tag: str
     synthetic default built once on every node (its patterns fixed), before any worker starts."""
     output_dir = cfg.output_dir if paths.is_uri(cfg.output_dir) else os.path.abspath(cfg.output_dir)
     ray_cluster.check_shared_storage(output_dir, nodes, flag="--output-dir", what="multi-worker training")
-    return from_dict({**ray_cluster.prepare_data(to_dict(cfg), nodes, tag=tag, rendered=cfg.rendered_share > 0), "output_dir": output_dir})
+    return from_dict({**ray_cluster.prepare_data(to_dict(cfg), nodes, tag=tag, rendered=cfg.effective_rendered_share > 0), "output_dir": output_dir})
 
 
 def train_multiworker(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:

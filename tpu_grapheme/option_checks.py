@@ -103,7 +103,8 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "resize_method": Choice(RESIZE_METHODS),
     "shuffle_buffer": AT_LEAST_0,
     "cache_mb": AT_LEAST_0,
-    "rendered_share": Range(0, 1, open_high=True, note="0: off"),
+    "rendered_share": Range(0, 1, open_high=True, also=(-1,), note="0: off, -1: the searched share"),
+    "effective_rendered_share": Range(0, 1, open_high=True, note="0: off"),
     # model
     "arch": Choice(ARCHS),
     "dropout": UNIT_OPEN_HIGH,
@@ -157,6 +158,7 @@ _FLAG_OF = {
     "optimizer_name": "optimizer",
     "effective_weight_decay": "weight_decay",
     "effective_lookahead_sync": "lookahead_sync",
+    "effective_rendered_share": "rendered_share",
 }
 
 

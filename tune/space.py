@@ -122,7 +122,7 @@ class SearchSpace:
     @property
     def may_render(self) -> bool:
         """Whether some trial may mix rendered images in (a searched or fixed `rendered_share` > 0)."""
-        return "rendered_share" in self.params or from_dict(self.fixed).rendered_share > 0
+        return "rendered_share" in self.params or from_dict(self.fixed).effective_rendered_share > 0
 
     @property
     def max_t(self) -> int:

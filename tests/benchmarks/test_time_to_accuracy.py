@@ -37,7 +37,7 @@ def test_variants_and_thresholds_are_checked_before_any_run():
 def test_a_tiny_run_writes_json_table_and_plot(tmp_path, capsys):
     variant = (
         f"tiny:arch=tiny,resize=32x56,synthetic_rows=120,synthetic_dir={tmp_path / 'data'},batch_size=32,"
-        "steps=8,steps_per_loop=2,log_interval=4,dropout=0.0"
+        "steps=8,steps_per_loop=2,log_interval=4,dropout=0.0,rendered_share=0"
     )
     out = tmp_path / "tta.json"
     tta.main(

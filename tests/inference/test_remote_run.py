@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.tiny_runs import OLD_RECIPE
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import tfrecord
 from tpu_grapheme.data.synthetic_default import data_patterns
@@ -29,6 +30,7 @@ def _valid_images(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def test_train_to_a_uri_run_dir_then_infer_from_it(synthetic_dir):
     cfg = TrainConfig(
+        **OLD_RECIPE,
         arch="tiny",
         resize=(32, 56),
         synthetic_rows=120,

@@ -26,6 +26,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.tiny_runs import OLD_RECIPE
 from tests.tune import multiworker_probe as probe
 from tests.tune import test_search
 from tests.tune.conftest import search_cmd, start_logged, trial_results, wait_for
@@ -47,6 +48,7 @@ TINY_RUN = {
     "warmup-frac": 0,
     "synthetic-rows": 100,
     "keep-checkpoints": 2,
+    **{k.replace("_", "-"): v for k, v in OLD_RECIPE.items()},
 }
 
 

@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 
+from tests.tiny_runs import OLD_RECIPE
 from tests.tune.conftest import (
     base_env,
     resume_search,
@@ -42,6 +43,7 @@ TINY = {
     "warmup_frac": 0.0,
     "synthetic_rows": 100,
     "keep_checkpoints": 1,
+    **OLD_RECIPE,
 }
 
 

@@ -31,7 +31,7 @@ class InputConfig:
 
     train_pattern: str
     valid_pattern: str
-    rendered_share: float
+    effective_rendered_share: float  # `rendered_share` resolved
     batch_size: int  # per replica, per micro-batch
     grad_accum: int
     resize: tuple[int, int]
@@ -42,7 +42,7 @@ class InputConfig:
     eval_batches: int  # 0: the whole validation split
     skip_corrupt: bool  # skip (and count) corrupt records instead of stopping
     deterministic: bool  # training pipeline in a fixed order (same command, same batches)
-    rendered_pattern: str = ""  # the rendered images mixed in at `rendered_share` ("": none)
+    rendered_pattern: str = ""  # the rendered images mixed in at that share ("": none)
 
     def __post_init__(self) -> None:
         option_checks.check_fields(self)
@@ -139,7 +139,7 @@ class RunInputs:
         )
         # A pipeline feeds `replicas / pipelines` replicas one batch of per_replica * k each per step.
         replicas_here = self.strategy.num_replicas_in_sync // ctx.num_input_pipelines if ctx else 1
-        r = rendered_per_batch(c.rendered_share, per_replica) if self.n_rendered else 0
+        r = rendered_per_batch(c.effective_rendered_share, per_replica) if self.n_rendered else 0
 
         def stream(pattern: str, size: int) -> tf.data.Dataset:
             return pipeline.build_dataset(

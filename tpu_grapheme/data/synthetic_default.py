@@ -39,7 +39,7 @@ class DataSettings(Protocol):
     synthetic_rows: int
     synthetic_dir: str
     seed: int
-    rendered_share: float
+    effective_rendered_share: float
     rendered_folder: str
 
 
@@ -51,9 +51,9 @@ def data_patterns(cfg: DataSettings, log: Callable[[str], None] = print) -> tupl
 
 
 def rendered_pattern(cfg: DataSettings, log: Callable[[str], None] = print) -> str:
-    """The rendered images a run mixes into training: "" when `rendered_share` is 0, its
+    """The rendered images a run mixes into training: "" when its rendered share is 0, its
     `rendered_folder` when given, else the synthetic default's (rendered on first use)."""
-    if not cfg.rendered_share:
+    if not cfg.effective_rendered_share:
         return ""
     return cfg.rendered_folder or synthetic_rendered(cfg, log)
 
