@@ -197,10 +197,12 @@ class TrainConfig:
     @property
     def effective_rendered_share(self) -> float:
         """`rendered_share`, with -1 resolved: the searched share where rendered images exist (the
-        synthetic default renders its own; real data needs --rendered-folder), else 0."""
+        synthetic default renders its own; real data needs --rendered-folder) and it makes at least one
+        image of a micro-batch, else 0."""
         if self.rendered_share >= 0:
             return self.rendered_share
-        return SEARCHED_RENDERED_SHARE if (self.rendered_folder or not self.train_folder) else 0.0
+        exists = self.rendered_folder or not self.train_folder
+        return SEARCHED_RENDERED_SHARE if exists and round(SEARCHED_RENDERED_SHARE * self.batch_size) else 0.0
 
     @property
     def effective_lookahead_sync(self) -> int:

@@ -94,7 +94,9 @@ def models(tmp_path_factory, data):
     run_c = d / "run_c"
     run_c.mkdir()
     c = _fit(build_model(arch="tiny", input_shape=(32, 56, 1), seed=2), data, (32, 56))
-    config_io.save_yaml(config.TrainConfig(arch="tiny", resize=(32, 56), seed=2), str(run_c / "config.yaml"))
+    config_io.save_yaml(
+        config.TrainConfig(arch="tiny", resize=(32, 56), seed=2, ema_decay=0.0), str(run_c / "config.yaml")
+    )
     ckpt = tf.train.Checkpoint(model=c, optimizer=c.optimizer, step=tf.Variable(3, dtype=tf.int64))
     tf.train.CheckpointManager(ckpt, str(run_c / "checkpoints"), max_to_keep=2).save(checkpoint_number=3)
     out.update(run_a=str(run_a), b=str(d / "b.keras"), run_c=str(run_c), a_model=a, b_model=b, c_model=c)

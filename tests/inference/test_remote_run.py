@@ -42,7 +42,6 @@ def test_train_to_a_uri_run_dir_then_infer_from_it(synthetic_dir):
         log_interval=4,
         output_dir=f"ram://{uuid.uuid4().hex}/runs",
         run_name="run",
-        max_lr=3e-3,
         dropout=0.0,
         shuffle_buffer=256,
     )
