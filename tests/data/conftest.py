@@ -62,6 +62,23 @@ def write_kaggle_dir(
     return df, dict(zip(ids, images, strict=True))
 
 
+def unseen_split_records(root: str, *, rows: int, seed: int) -> tuple[str, pd.DataFrame, np.ndarray]:
+    """(raw Kaggle dir, its train.csv frame, validation mask): a tiny synthetic set rendered under `root`,
+    split with 10% of its graphemes held out, and its train/valid folds prepared as TFRecords in
+    `root/train` and `root/valid`."""
+    from tpu_grapheme.data import prepare, split, synthetic
+    from tpu_grapheme.data.kaggle import read_train_csv
+
+    raw = os.path.join(root, "kaggle")
+    synthetic.generate(raw, rows=rows, seed=seed, test_rows=0, parquet_files=1, workers=1, progress=False)
+    df = read_train_csv(os.path.join(raw, "train.csv"))
+    valid, unseen = split.unseen_split(df, holdout=0.1, valid_fraction=0.2, seed=seed)
+    split.write_unseen_split(df, valid, unseen, raw)
+    for name in ("train", "valid"):
+        prepare.prepare(os.path.join(raw, f"{name}_split_0.csv"), os.path.join(root, name), progress=False)
+    return raw, df, valid
+
+
 @pytest.fixture(scope="session")
 def kaggle_dir(tmp_path_factory):
     """(dir, frame, images by id) of a 24-row Kaggle-layout data set shared by the data tests."""

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from tpu_grapheme.data import orthography, prepare, render_unseen, split, synthetic, tfrecord
+from tests.data.conftest import unseen_split_records
+from tpu_grapheme.data import orthography, render_unseen, tfrecord
 from tpu_grapheme.data.classmap import class_map_frame
-from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.data.schema import HEAD_NAMES
 from tpu_grapheme.data.typefaces import noto_extremes
 from tpu_grapheme.errors import UserError
@@ -23,13 +23,7 @@ from tpu_grapheme.errors import UserError
 def data(tmp_path_factory):
     """A tiny synthetic Kaggle dir with an unseen-grapheme split and its train/valid TFRecords."""
     root = str(tmp_path_factory.mktemp("ru"))
-    raw = os.path.join(root, "kaggle")
-    synthetic.generate(raw, rows=240, seed=1, test_rows=0, parquet_files=1, workers=1, progress=False)
-    df = read_train_csv(os.path.join(raw, "train.csv"))
-    valid, unseen = split.unseen_split(df, holdout=0.1, valid_fraction=0.2, seed=1)
-    split.write_unseen_split(df, valid, unseen, raw)
-    for name in ("train", "valid"):
-        prepare.prepare(os.path.join(raw, f"{name}_split_0.csv"), os.path.join(root, name), progress=False)
+    raw, df, valid = unseen_split_records(root, rows=240, seed=1)
     return root, raw, df, valid
 
 

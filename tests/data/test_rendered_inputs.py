@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.data.conftest import unseen_split_records
 from tpu_grapheme.config import TrainConfig, options_for
-from tpu_grapheme.data import orthography, prepare, render_unseen, split, synthetic
+from tpu_grapheme.data import orthography, render_unseen
 from tpu_grapheme.data.classmap import class_map_frame
 from tpu_grapheme.data.inputs import InputConfig, RunInputs
-from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.data.schema import HEAD_NAMES
 from tpu_grapheme.data.synthetic_default import rendered_pattern
 from tpu_grapheme.errors import UserError
@@ -26,13 +26,7 @@ B, K, SHARE = 8, 2, 0.25  # micro-batch, micro-batches per step, rendered share:
 def data(tmp_path_factory):
     """A tiny synthetic Kaggle dir, its unseen-grapheme split as TFRecords, and rendered shards."""
     root = str(tmp_path_factory.mktemp("rendered"))
-    raw = os.path.join(root, "kaggle")
-    synthetic.generate(raw, rows=200, seed=3, test_rows=0, parquet_files=1, workers=1, progress=False)
-    df = read_train_csv(os.path.join(raw, "train.csv"))
-    valid, unseen = split.unseen_split(df, holdout=0.1, valid_fraction=0.2, seed=3)
-    split.write_unseen_split(df, valid, unseen, raw)
-    for name in ("train", "valid"):
-        prepare.prepare(os.path.join(raw, f"{name}_split_0.csv"), os.path.join(root, name), progress=False)
+    raw, df, valid = unseen_split_records(root, rows=200, seed=3)
     small = orthography.valid_mask(class_map_frame())
     small[6:] = False  # render only roots < 6 to keep the test fast; the set logic is the same
     mp = pytest.MonkeyPatch()
