@@ -25,6 +25,7 @@ quiet_tf.install()  # before TensorFlow's first import (in `report`): no C++ inf
 import report  # noqa: E402
 import scenario_accum  # noqa: E402
 import scenario_augment  # noqa: E402
+import scenario_batchnorm  # noqa: E402
 import scenario_loops  # noqa: E402
 import scenario_pipeline  # noqa: E402
 import scenario_profile  # noqa: E402
@@ -36,7 +37,7 @@ from tpu_grapheme import distribute  # noqa: E402
 from tpu_grapheme.cli_help import DefaultsFormatter  # noqa: E402
 from tpu_grapheme.errors import UserError, cli_main  # noqa: E402
 
-SCENARIOS = (scenario_loops, scenario_pipeline, scenario_augment, scenario_accum)
+SCENARIOS = (scenario_loops, scenario_pipeline, scenario_augment, scenario_accum, scenario_batchnorm)
 # The runners stay referenced until the process exits: freeing their models, pipelines and fit threads
 # can take tens of seconds, and the script ends with os._exit once the results are written.
 _ALIVE: list = []
@@ -137,6 +138,7 @@ def all_ratios(rs: dict[str, Runner], multi_replica: dict, *, judge: bool = True
         **scenario_pipeline.ratios(rs),
         **scenario_augment.ratios(rs),
         **scenario_accum.ratios(rs, multi_replica),
+        **scenario_batchnorm.ratios(rs),
     }
     pair = [best(rs, "custom_splN", "custom_splN_jit_alt").name, best(rs, "fit_spe", "fit_spe_jit").name]
     return report.with_targets(out, pair, judge=judge)

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests.step_options import step_config
+from tpu_grapheme.batch_norm import FusedBatchNormalization
 from tpu_grapheme.errors import UserError
 from tpu_grapheme.model import build_model, model_flops
 from tpu_grapheme.replica_random import ReplicaDropout
@@ -256,5 +257,12 @@ def test_accumulated_bn_every_layer_and_export_keeps_per_step_momentum(tmp_path)
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_default_build_keeps_stock_batchnorm():
-    assert {type(bn) for bn in _bns(build_model(arch="small"))} == {keras.layers.BatchNormalization}
+def test_default_build_uses_the_fused_batchnorm_and_keras_bn_stays_reachable():
+    assert {type(bn) for bn in _bns(build_model(arch="small"))} == {FusedBatchNormalization}
+    effnet = build_model(arch="b0", input_shape=(32, 32, 1))
+    assert {type(bn) for bn in _bns(effnet)} == {FusedBatchNormalization}
+    stock = build_model(arch="small", fused_bn=False)
+    assert {type(bn) for bn in _bns(stock)} == {keras.layers.BatchNormalization}
+    accum = _bns(build_model(arch="small", fused_bn=False, bn_updates_per_step=2))
+    assert {type(bn).__name__ for bn in accum} == {"AccumBatchNormalization"}
+    assert not any(bn.fused for bn in accum)

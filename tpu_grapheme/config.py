@@ -77,6 +77,11 @@ class TrainConfig:
     # --- model ------------------------------------------------------------------------------
     arch: str = _f("small", f"backbone: {', '.join(ARCHS[:4])}, ..., b7, b0g..b7g (SE-gated heads)")
     dropout: float = _f(0.2, "dropout before the three heads (the seed used 0.5 for EfficientNet)")
+    batch_norm: str = _f(
+        "fused",
+        "BatchNormalization's training kernel: fused (TF's FusedBatchNormV3, Keras' math in one pass) or "
+        "keras (Keras' own ops: the figures of runs before the fused kernel, to the digit)",
+    )
     weights: str = _f(
         "",
         "backbone weights (local or gs://; never downloaded): a Keras-applications or efficientnet-package "

@@ -15,13 +15,15 @@ input tiled to three channels).
 
 Randomness: every Dropout (the head's and EfficientNet's stochastic-depth drops) becomes a
 `ReplicaDropout` seeded from (`seed`, layer name): reproducible from `seed`, a different mask on
-every replica. BatchNorm: batch statistics are per micro-batch (as they are per replica on a TPU);
-with `bn_updates_per_step=k` (gradient accumulation) the moving statistics are updated k times per
-optimizer step, so each update uses momentum**(1/k) and they decay by `momentum` per optimizer step.
+every replica. BatchNorm (`batch_norm.py`: Keras' math through TF's fused kernel): batch statistics are
+per micro-batch (as they are per replica on a TPU); with `bn_updates_per_step=k` (gradient
+accumulation) the moving statistics are updated k times per optimizer step, so each update uses
+momentum**(1/k) and they decay by `momentum` per optimizer step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zlib
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from tpu_grapheme.batch_norm import AccumBatchNormalization, FusedBatchNormalization
 from tpu_grapheme.data.graphemes import combination_table
 from tpu_grapheme.data.schema import BENGALI, HeadLayout
 from tpu_grapheme.errors import UserError
@@ -80,6 +83,7 @@ def build_model(
     weights: str = "",
     seed: int = 0,
     bn_updates_per_step: int = 1,
+    fused_bn: bool = True,
     grapheme_classes: Sequence[int] = (),
     layout: HeadLayout = BENGALI,
 ) -> keras.Model:
@@ -88,6 +92,7 @@ def build_model(
 
     `bn_updates_per_step`: BatchNorm updates per optimizer step (the gradient-accumulation factor k);
     batch statistics stay per micro-batch, the moving statistics decay by `momentum` per optimizer step.
+    `fused_bn`: BatchNorms train through TF's fused kernel (False: Keras' own ops, the same math).
     `grapheme_classes` (combination ids, `data.graphemes.combination_ids`, of the graphemes seen in
     training): adds a last output, `grapheme`, a softmax head over them (`GraphemeHead`).
     """
@@ -106,7 +111,7 @@ def build_model(
     if arch == "tiny":
         features = _tiny(inputs, seeds)
     elif arch == "small":
-        features = _small(inputs, seeds, bn_updates_per_step=int(bn_updates_per_step))
+        features = _small(inputs, seeds, bn=_BN(int(bn_updates_per_step), bool(fused_bn)))
     elif m := _EFFNET.match(arch):
         if min(input_shape[:2]) < 32:
             raise UserError(f"EfficientNet needs H and W >= 32, got {input_shape[:2]}")
@@ -114,7 +119,7 @@ def build_model(
             int(m.group(1)),
             input_shape,
             seed=seed,
-            bn_updates_per_step=int(bn_updates_per_step),
+            bn=_BN(int(bn_updates_per_step), bool(fused_bn)),
         )
         features = layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
         gated = bool(m.group(2))
@@ -186,42 +191,33 @@ class GraphemeHead(layers.Dense):
         return {**super().get_config(), "combinations": list(self.combinations)}
 
 
-@keras.saving.register_keras_serializable(package="tpu_grapheme")
-class AccumBatchNormalization(layers.BatchNormalization):
-    """BatchNormalization updated `updates_per_step` times per optimizer step (gradient accumulation).
+@dataclasses.dataclass(frozen=True)
+class _BN:
+    """Which BatchNormalization a build uses: k updates per optimizer step, fused kernel or Keras' ops."""
 
-    Each update uses momentum**(1/k), so the moving statistics decay by `momentum` per optimizer step
-    as without accumulation; the config (and a saved `.keras` model) carries the per-step `momentum`.
-    """
+    updates_per_step: int
+    fused: bool
 
-    def __init__(self, momentum: float = 0.99, updates_per_step: int = 1, **kwargs):
-        if int(updates_per_step) < 1:
-            raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
-        super().__init__(momentum=float(momentum) ** (1.0 / int(updates_per_step)), **kwargs)
-        self.step_momentum = float(momentum)
-        self.updates_per_step = int(updates_per_step)
+    def from_config(self, config: dict) -> layers.BatchNormalization:
+        """The layer for `config` (a BatchNormalization's): Keras' own when k = 1 and not fused, else ours."""
+        if self.updates_per_step > 1:
+            config = {**config, "updates_per_step": self.updates_per_step}
+            return AccumBatchNormalization.from_config({**config, "fused": self.fused})
+        if not self.fused:
+            return layers.BatchNormalization.from_config(config)
+        return FusedBatchNormalization.from_config(config)
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        return {**config, "momentum": self.step_momentum, "updates_per_step": self.updates_per_step}
-
-
-def _bn(*, momentum: float, updates_per_step: int, name: str) -> layers.BatchNormalization:
-    """A stock BatchNormalization, or for k > 1 updates per optimizer step an AccumBatchNormalization."""
-    if updates_per_step > 1:
-        return AccumBatchNormalization(momentum=momentum, updates_per_step=updates_per_step, name=name)
-    return layers.BatchNormalization(momentum=momentum, name=name)
+    def __call__(self, name: str) -> layers.BatchNormalization:
+        return self.from_config({"momentum": _BN_MOMENTUM, "name": name})
 
 
-def _adapted_copy(layer: layers.Layer, *, seed: int, bn_updates_per_step: int) -> layers.Layer:
+def _adapted_copy(layer: layers.Layer, *, seed: int, bn: _BN) -> layers.Layer:
     """A fresh copy of `layer` (same config): Dropout -> seeded ReplicaDropout, BatchNormalization ->
-    AccumBatchNormalization when k > 1, anything else its own class."""
+    the build's (`_BN`), anything else its own class."""
     if isinstance(layer, layers.Dropout):
         return ReplicaDropout.replacing(layer, _name_seed(layer.name, seed))
-    if isinstance(layer, layers.BatchNormalization) and bn_updates_per_step > 1:
-        return AccumBatchNormalization.from_config(
-            {**layer.get_config(), "updates_per_step": bn_updates_per_step}
-        )
+    if isinstance(layer, layers.BatchNormalization):
+        return bn.from_config(layer.get_config())
     return layer.__class__.from_config(layer.get_config())
 
 
@@ -238,40 +234,34 @@ def _tiny(x, seeds: _Seeds):
     return layers.GlobalAveragePooling2D(name="avg_pool")(x)
 
 
-def _small(x, seeds: _Seeds, *, bn_updates_per_step: int):
+def _small(x, seeds: _Seeds, *, bn: _BN):
     """A MobileNet-like CNN: a 4x4 patch stem to 1/4 resolution, then depthwise-separable blocks."""
     for i, (block, filters, stride) in enumerate(_SMALL):
         p = f"block{i}_"
         if block == "ds":
             x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
                                        depthwise_initializer=seeds.he(), name=p + "dw")(x)  # fmt: skip
-            x = layers.ReLU(6.0, name=p + "dw_relu")(
-                _bn(momentum=_BN_MOMENTUM, updates_per_step=bn_updates_per_step, name=p + "dw_bn")(x)
-            )
+            x = layers.ReLU(6.0, name=p + "dw_relu")(bn(p + "dw_bn")(x))
             x = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=seeds.he(), name=p + "pw")(x)
         else:
             x = layers.Conv2D(filters, stride, strides=stride, padding="same", use_bias=False,
                               kernel_initializer=seeds.he(), name=p + "patch")(x)  # fmt: skip
-        x = layers.ReLU(6.0, name=p + "relu")(
-            _bn(momentum=_BN_MOMENTUM, updates_per_step=bn_updates_per_step, name=p + "bn")(x)
-        )
+        x = layers.ReLU(6.0, name=p + "relu")(bn(p + "bn")(x))
     return layers.GlobalAveragePooling2D(name="avg_pool")(x)
 
 
-def _efficientnet(
-    n: int, input_shape: tuple[int, int, int], *, seed: int, bn_updates_per_step: int
-) -> keras.Model:
+def _efficientnet(n: int, input_shape: tuple[int, int, int], *, seed: int, bn: _BN) -> keras.Model:
     """Keras EfficientNetB{n} from its stem conv on (no rescaling/normalisation), 1 input channel.
 
-    Rebuilt layer by layer so that its stochastic-depth drops are seeded `ReplicaDropout`s and, for
-    k > 1 updates per optimizer step, its BatchNorms `AccumBatchNormalization`s.
+    Rebuilt layer by layer so that its stochastic-depth drops are seeded `ReplicaDropout`s and its
+    BatchNorms the build's (`_BN`: fused, and `AccumBatchNormalization`s for k > 1 updates per step).
     """
     ctor = getattr(keras.applications, f"EfficientNetB{n}")
     full = ctor(include_top=False, weights=None, input_shape=input_shape)
     stock = keras.Model(full.get_layer("stem_conv_pad").input, full.output, name=f"efficientnetb{n}")
     backbone = keras.models.clone_model(
         stock,
-        clone_function=lambda layer: _adapted_copy(layer, seed=seed, bn_updates_per_step=bn_updates_per_step),
+        clone_function=lambda layer: _adapted_copy(layer, seed=seed, bn=bn),
     )
     _reseed(backbone, seed)
     return backbone

@@ -14,6 +14,7 @@ from typing import Any
 
 from tpu_grapheme.errors import UserError
 
+BATCH_NORMS = ("fused", "keras")
 ARCHS = ("tiny", "small", *(f"b{i}" for i in range(8)), *(f"b{i}g" for i in range(8)))
 OPTIMIZERS = ("adamw", "radam", "ranger", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -107,6 +108,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "effective_rendered_share": Range(0, 1, open_high=True, note="0: off"),
     # model
     "arch": Choice(ARCHS),
+    "batch_norm": Choice(BATCH_NORMS),
     "dropout": UNIT_OPEN_HIGH,
     # optimisation
     "batch_size": AT_LEAST_1,

@@ -44,6 +44,7 @@ def model_from_config(
         weights=weights,
         seed=cfg.seed,
         bn_updates_per_step=cfg.grad_accum,
+        fused_bn=cfg.batch_norm == "fused",
         grapheme_classes=tuple(grapheme_classes),
     )
 
