@@ -22,7 +22,7 @@ LOCAL_RAY_MODULES = ("test_search.py", "test_sigterm.py")  # their other tests s
 LONGEST_FIRST = (
     "ray-cluster",
     "ray-local",
-    "tests/test_exact_resume.py",
+    "tests/test_exact_resume.py",  # with the determinism test
     "tests/test_ema.py",
     "tests/test_train_step.py",
     "tests/test_loop.py",
