@@ -4,8 +4,10 @@ Ray tests run in two groups that may run side by side: "ray-cluster" (every test
 2-node loopback cluster, started once) and "ray-local" (searches that start their own local Ray
 instance; they never join the loopback cluster, whose address file lives in its own temp dir). Every
 other module is one unit of work, so its module-scoped fixtures (synthetic data, trained models) are
-built once, not once per worker. The Ray groups are collected first, so xdist hands them out first:
-they are the longest units, and much of their time is waiting, which the other tests fill.
+built once, not once per worker. xdist hands the units out in the order of their first test, so the
+longest units (LONGEST_FIRST) are collected first: a long unit handed out last would keep one worker
+busy for minutes after the other has run out of work. xdist's own order (most tests first, its
+`--loadscope-reorder` default) put the long one-test modules last, so it is turned off.
 """
 
 from __future__ import annotations
@@ -16,6 +18,21 @@ import pytest
 
 TUNE_TESTS = "tests/tune/"
 LOCAL_RAY_MODULES = ("test_search.py", "test_sigterm.py")  # their other tests start no Ray at all
+# The units that take longest, longest first (from `--durations`); every other unit follows in file order.
+LONGEST_FIRST = (
+    "ray-cluster",
+    "ray-local",
+    "tests/test_exact_resume.py",  # with the determinism test
+    "tests/test_ema.py",
+    "tests/test_train_step.py",
+    "tests/test_loop.py",
+    "tests/benchmarks/test_throughput.py",
+    "tests/test_resume_check.py",
+    "tests/test_distribute.py",
+    "tests/test_loop_faults.py",
+    "tests/test_replica_random.py",
+    "tests/inference/test_cli.py",
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +57,16 @@ def xdist_group(item) -> str:
     return module
 
 
+def pytest_configure(config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # the xdist controller hands out units in our order
+        config.option.loadscopereorder = False
+
+
+def _rank(item) -> int:
+    group = xdist_group(item)
+    return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_itemcollected(item) -> None:
     # Marked as each test is collected, before xdist's `pytest_collection_modifyitems` reads the marks
     # (marks added in a conftest's `pytest_collection_modifyitems` came too late and were ignored).
@@ -47,4 +74,4 @@ def pytest_itemcollected(item) -> None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    items.sort(key=lambda item: not xdist_group(item).startswith("ray-"))  # stable: order kept within
+    items.sort(key=_rank)  # stable: the order within a unit, and of the other units, is kept

@@ -2,6 +2,10 @@
 uninterrupted run of the same command: bit-identical weights under `--deterministic` after SIGTERM at
 an arbitrary step and after kill -9 following a checkpoint (one process, two CPU replicas), and, without
 `--deterministic`, the same sequence of training images.
+
+Same command, same result: two uninterrupted `--deterministic` runs give bit-identical weights. Each run
+is its own process: op determinism is process-wide, and a second run in one process would share its RNG
+state and compiled functions. The SIGTERM test's reference is one of the two.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ STEPS = 12
 @pytest.fixture(scope="module")
 def patterns(tmp_path_factory) -> tuple[str, str]:
     # 96 training images in several shards, batch 16: 6 steps an epoch, so 12 steps cross an epoch.
+    # Without --deterministic the parallel interleave's order over the shards varies, and two runs of
+    # one command end with different weights.
     return tiny_shard_dirs(str(tmp_path_factory.mktemp("shards")), rows=128, valid=32, shard_mb=0.5)
 
 
@@ -90,17 +96,36 @@ def _check_equal(straight: str, resumed: str) -> None:
         assert np.array_equal(a, b)
 
 
-def test_sigterm_between_checkpoints_then_resume_ends_bit_identical(patterns, tmp_path):
-    straight, term = str(tmp_path / "straight"), str(tmp_path / "term")
-    reference = _start(_argv(patterns, straight))
-    # SIGTERM once step 6 of 12 is logged: the run saves the step it is at (6, or 7 when the signal
-    # lands during the next step) and stops; the same command resumes from there.
-    log = _interrupt_when(_start(_argv(patterns, term)), f"step 6/{STEPS} ", signal.SIGTERM)
+@pytest.fixture(scope="module")
+def sigterm_runs(patterns, tmp_path_factory) -> dict[str, str]:
+    """Two uninterrupted runs of one command side by side with a third that is sent SIGTERM once step 6
+    of 12 is logged and then resumed by the same command: their output dirs and the third's two logs."""
+    tmp = tmp_path_factory.mktemp("sigterm")
+    runs = {name: str(tmp / name) for name in ("straight", "again", "term")}
+    references = [_start(_argv(patterns, runs[name])) for name in ("straight", "again")]
+    # The run saves the step it is at (6, or 7 when the signal lands during the next step) and stops.
+    log = _interrupt_when(_start(_argv(patterns, runs["term"])), f"step 6/{STEPS} ", signal.SIGTERM)
+    resumed = _finish(_start(_argv(patterns, runs["term"])))
+    for proc in references:
+        _finish(proc)
+    return {**runs, "interrupted_log": log, "resumed_log": resumed}
+
+
+def test_two_deterministic_runs_give_bit_identical_weights(sigterm_runs):
+    a, b = (
+        keras.models.load_model(os.path.join(sigterm_runs[r], "run", "model_final.keras"))
+        for r in ("straight", "again")
+    )
+    assert len(a.weights) >= 10
+    for wa, wb in zip(a.weights, b.weights, strict=True):
+        assert np.array_equal(np.asarray(wa), np.asarray(wb)), wa.path
+
+
+def test_sigterm_between_checkpoints_then_resume_ends_bit_identical(sigterm_runs):
+    log, resumed = sigterm_runs["interrupted_log"], sigterm_runs["resumed_log"]
     assert "interrupted: saved" in log, log[-2000:]
-    resumed = _finish(_start(_argv(patterns, term)))
     assert re.search(r"resumed from \S+ckpt-(6|7) at step (6|7)", resumed), resumed[-3000:]
-    _finish(reference)
-    _check_equal(straight, term)
+    _check_equal(sigterm_runs["straight"], sigterm_runs["term"])
 
 
 def test_kill9_of_two_replicas_after_a_checkpoint_then_resume_ends_bit_identical(patterns, tmp_path):
