@@ -18,7 +18,8 @@ def with_keras_bn(model: keras.Model) -> keras.Model:
 
     def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if type(layer) is FusedBatchNormalization:
-            return keras.layers.BatchNormalization.from_config(layer.get_config())
+            config = {k: v for k, v in layer.get_config().items() if k != "fused"}
+            return keras.layers.BatchNormalization.from_config(config)
         return layer.__class__.from_config(layer.get_config())
 
     clone = keras.models.clone_model(model, clone_function=swap, recursive=True)
