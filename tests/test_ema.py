@@ -45,24 +45,29 @@ def _iterator(strategy, images, labels, per_replica: int, k: int = 1):
     return iter(strategy.distribute_datasets_from_function(fn))
 
 
-def _small_model(k: int) -> keras.Model:
+def _small_model(k: int, *, fused_bn: bool = True) -> keras.Model:
     """`small` cut to its first four blocks (the patch stem and three depthwise-separable blocks, seven
     BatchNorms; enough that a huge loss scale overflows the gradients): with Lookahead and the average
     together, the whole `small` is far slower to trace, for the same checks."""
     blocks = model_module._SMALL
     model_module._SMALL = blocks[:4]
     try:
-        return build_model(arch="small", input_shape=SHAPE, dropout=0.0, seed=1, bn_updates_per_step=k)
+        return build_model(
+            arch="small", input_shape=SHAPE, dropout=0.0, seed=1, bn_updates_per_step=k, fused_bn=fused_bn
+        )
     finally:
         model_module._SMALL = blocks
 
 
-def _make(strategy, *, k: int = 1, dynamic: bool = False, ema: bool = True, loss_scale: float = 256.0):
+def _make(
+    strategy, *, k: int = 1, dynamic: bool = False, ema: bool = True, loss_scale: float = 256.0, fused_bn=True
+):
     """`small` (it has BatchNorm statistics), shortened, trained by Ranger (our Lookahead wrapper, sync
-    every 2 steps)."""
+    every 2 steps). `fused_bn=False`: Keras' BatchNorm ops, whose gradients overflow at a huge loss scale
+    where the fused kernel's stay finite in the shortened model."""
     config = step_config(batch_size=8, grad_accum=k, dynamic_loss_scale=dynamic, loss_scale=loss_scale)
     with strategy.scope():
-        model = _small_model(k)
+        model = _small_model(k, fused_bn=fused_bn)
         opt = Lookahead(RAdam(learning_rate=0.05), sync_period=2)
         average = WeightEMA(model, DECAY, dynamic=False, strategy=strategy) if ema else None
         step = TrainStep(strategy=strategy, model=model, optimizer=opt, config=config, ema=average)
@@ -80,7 +85,8 @@ def trace(strategy, *, k: int = 1, dynamic: bool = False, overflow: bool = False
     weights read back (unchanged on a skipped step). `overflow`: a loss scale so large that the first
     steps' scaled gradients overflow (float16's overflow, with a finite forward pass) and are skipped."""
     images, labels = _data(8 * k * strategy.num_replicas_in_sync * steps, seed=3)
-    model, ema, step = _make(strategy, k=k, dynamic=dynamic, loss_scale=2.0**126 if overflow else 256.0)
+    scale = 2.0**126 if overflow else 256.0
+    model, ema, step = _make(strategy, k=k, dynamic=dynamic, loss_scale=scale, fused_bn=not overflow)
     it = _iterator(strategy, images, labels, 8, k)
     expected = _copies(strategy, averaged_variables(model))
     errors, skipped_unchanged = [], []

@@ -105,22 +105,17 @@ def build_model(
         raise UserError("weights are for the EfficientNet archs (b0..b7, b0g..b7g) only")
     if weights:
         require_file(weights)
-    seeds = _Seeds(seed)
+    seeds, bn = _Seeds(seed), _BN(int(bn_updates_per_step), bool(fused_bn))
     inputs = keras.Input(shape=input_shape, name="image")
     gated = False
     if arch == "tiny":
         features = _tiny(inputs, seeds)
     elif arch == "small":
-        features = _small(inputs, seeds, bn=_BN(int(bn_updates_per_step), bool(fused_bn)))
+        features = _small(inputs, seeds, bn=bn)
     elif m := _EFFNET.match(arch):
         if min(input_shape[:2]) < 32:
             raise UserError(f"EfficientNet needs H and W >= 32, got {input_shape[:2]}")
-        backbone = _efficientnet(
-            int(m.group(1)),
-            input_shape,
-            seed=seed,
-            bn=_BN(int(bn_updates_per_step), bool(fused_bn)),
-        )
+        backbone = _efficientnet(int(m.group(1)), input_shape, seed=seed, bn=bn)
         features = layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
         gated = bool(m.group(2))
     else:
