@@ -46,9 +46,7 @@ def test_evaluator_seen_and_unseen_recall_match_sklearn_on_a_hand_made_case():
     ds = strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
     )
-    m = Evaluator(
-        strategy=strategy, model=_Oracle(), seen_combinations=seen
-    ).evaluate(ds, 3)
+    m = Evaluator(strategy=strategy, model=_Oracle(), seen_combinations=seen).evaluate(ds, 3)
     unseen = ~np.array([tuple(r) in SEEN for r in LABELS])
     assert m["valid_images"] == 8 and m["valid_images_unseen"] == unseen.sum() == 3
     assert m["hierarchical_recall"] == pytest.approx(_reference(np.ones(8, bool)))

@@ -119,7 +119,14 @@ def shared_config(cfg: TrainConfig, nodes: Sequence[dict[str, Any]], *, tag: str
     synthetic default built once on every node (its patterns fixed), before any worker starts."""
     output_dir = cfg.output_dir if paths.is_uri(cfg.output_dir) else os.path.abspath(cfg.output_dir)
     ray_cluster.check_shared_storage(output_dir, nodes, flag="--output-dir", what="multi-worker training")
-    return from_dict({**ray_cluster.prepare_data(to_dict(cfg), nodes, tag=tag, rendered=cfg.effective_rendered_share > 0), "output_dir": output_dir})
+    return from_dict(
+        {
+            **ray_cluster.prepare_data(
+                to_dict(cfg), nodes, tag=tag, rendered=cfg.effective_rendered_share > 0
+            ),
+            "output_dir": output_dir,
+        }
+    )
 
 
 def train_multiworker(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -171,7 +178,9 @@ def failure_message(error: BaseException, max_failures: int) -> str:
     else:
         rank, cause = min(failures.items())
         what = f"worker {rank} failed: {type(cause).__name__}: {_last_line(cause)}"
-    used = f"after {max_failures} restart(s) of the worker group, all that --max-failures {max_failures} allows"
+    used = (
+        f"after {max_failures} restart(s) of the worker group, all that --max-failures {max_failures} allows"
+    )
     return f"multi-worker training failed: {what}; {used} (the workers' log above has the details)"
 
 

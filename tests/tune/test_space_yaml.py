@@ -142,5 +142,8 @@ def test_bad_space_is_one_clear_error(tmp_path, text, message):
 
 
 def test_unknown_space_name_lists_the_shipped_ones():
-    with pytest.raises(UserError, match="shipped spaces: cutmix.yaml, default.yaml, default_share.yaml, mixup.yaml, optimizer.yaml"):
+    with pytest.raises(
+        UserError,
+        match="shipped spaces: cutmix.yaml, default.yaml, default_share.yaml, mixup.yaml, optimizer.yaml",
+    ):
         load_space("cutmx")
