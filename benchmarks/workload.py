@@ -115,21 +115,11 @@ class Workload:
         return self.steps // spl, spl
 
     def custom(
-        self,
-        name: str,
-        *,
-        spl: int | None = None,
-        cached: bool = False,
-        label: str = "",
-        model_fn: Callable[[keras.Model], keras.Model] | None = None,
-        **overrides,
+        self, name: str, *, spl: int | None = None, cached: bool = False, label: str = "", **overrides
     ) -> Runner:
         """Our loop on the task's step: `steps` optimizer steps per window in calls of `spl` steps, the
-        loss read back after every call as the controller does. `model_fn`: the task's model rebuilt
-        (same weights) as the configuration under test wants it."""
+        loss read back after every call as the controller does."""
         task, model, optimizer = self.pieces(**overrides)
-        if model_fn is not None:
-            model = model_fn(model)
         step = task.build_step(model, optimizer)
         it = self.iterator(task, cached=cached)
         calls, per_call = self.calls(spl or self.n)

@@ -196,8 +196,8 @@ class _BN:
     def from_config(self, config: dict) -> layers.BatchNormalization:
         """The layer for `config` (a BatchNormalization's): Keras' own when k = 1 and not fused, else ours."""
         if self.updates_per_step > 1:
-            config = {**config, "updates_per_step": self.updates_per_step}
-            return AccumBatchNormalization.from_config({**config, "fused": self.fused})
+            extra = {"updates_per_step": self.updates_per_step, "fused": self.fused}
+            return AccumBatchNormalization.from_config({**config, **extra})
         if not self.fused:
             return layers.BatchNormalization.from_config(config)
         return FusedBatchNormalization.from_config(config)
