@@ -102,8 +102,12 @@ def test_shipped_configs_load_project_and_round_trip(tmp_path):
         save_yaml(cfg, str(tmp_path / name))
         assert from_dict(load_yaml(str(tmp_path / name))) == cfg, name
         assert from_args(_parser().parse_args(_argv(cfg))) == cfg, name
-    # Our defaults add a weight EMA and rendered graphemes (searched, issue 21); the seed had neither.
-    recipe = "--weights-required efficientnet-b4_noisy-student_notop.h5 --weights none --ema-decay 0 --rendered-share 0"
+    # Our defaults add a weight EMA, rendered graphemes and label smoothing (searched, issue 21); the seed
+    # had none of them.
+    recipe = (
+        "--weights-required efficientnet-b4_noisy-student_notop.h5 --weights none --ema-decay 0 "
+        "--rendered-share 0 --label-smoothing 0"
+    )
     assert configs["seed_b4_192x330.yaml"] == from_args(
         _parser().parse_args((SEED_COMMAND + " " + recipe).split())
     )

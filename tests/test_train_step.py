@@ -211,7 +211,10 @@ def _distinct_roots(n: int = 16) -> tuple[tf.Tensor, tf.Tensor, np.ndarray]:
 def test_fold_lambda_flows_from_train_config_to_the_kernels(fold):
     from tpu_grapheme.config import TrainConfig
 
-    cfg = TrainConfig(batch_size=16, mixup_alpha=1.0, cutmix_alpha=1.0, fold_lambda=fold, seed=5)
+    # No label smoothing: the targets' weights are the mixing weights themselves.
+    cfg = TrainConfig(
+        batch_size=16, mixup_alpha=1.0, cutmix_alpha=1.0, fold_lambda=fold, seed=5, label_smoothing=0
+    )
     step_cfg = step_config(cfg)
     assert step_cfg.fold_lambda is fold
     _, step = _make(tf.distribute.get_strategy(), step_cfg)

@@ -116,10 +116,8 @@ def test_rendered_pattern_is_off_at_share_0_and_the_users_folder_when_given():
 
 def test_the_default_share_is_the_searched_one_where_a_rendered_set_exists():
     real = dict(train_folder="t/*", valid_folder="v/*")
-    assert TrainConfig().effective_rendered_share == 0.125  # the synthetic default renders its own
+    assert TrainConfig().effective_rendered_share == 0.4  # the synthetic default renders its own
     assert TrainConfig(**real).effective_rendered_share == 0.0  # real data without rendered shards
-    assert TrainConfig(**real, rendered_folder="r/*").effective_rendered_share == 0.125
-    assert (
-        TrainConfig(batch_size=4).effective_rendered_share == 0.0
-    )  # round(0.5) = 0 images: off, not an error
+    assert TrainConfig(**real, rendered_folder="r/*").effective_rendered_share == 0.4
+    assert TrainConfig(batch_size=1).effective_rendered_share == 0.0  # round(0.4) = 0 images: off, no error
     assert TrainConfig(rendered_share=0.3, **real, rendered_folder="r/*").effective_rendered_share == 0.3

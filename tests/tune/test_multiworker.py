@@ -65,7 +65,7 @@ def _reference_gradient(images: np.ndarray, labels: np.ndarray) -> tuple[list, l
     x, y = tf.constant(images[0]), tf.constant(labels[0])
     with tf.GradientTape() as tape:
         parts = losses.head_losses(
-            augment.one_hot_targets(y, num_classes=NUM_CLASSES, label_smoothing=0.0),
+            augment.one_hot_targets(y, num_classes=NUM_CLASSES, label_smoothing=cfg.label_smoothing),
             model(x, training=True),
             global_batch_size=len(images[0]),
         )

@@ -144,6 +144,6 @@ def test_bad_space_is_one_clear_error(tmp_path, text, message):
 def test_unknown_space_name_lists_the_shipped_ones():
     with pytest.raises(
         UserError,
-        match="shipped spaces: cutmix.yaml, default.yaml, default_share.yaml, mixup.yaml, optimizer.yaml",
+        match="shipped spaces: cutmix.yaml, default.yaml, default_share.yaml, default_unseen.yaml, mixup.yaml, optimizer.yaml",
     ):
         load_space("cutmx")
