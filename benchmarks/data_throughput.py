@@ -24,6 +24,7 @@ from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import kaggle, prepare, tfrecord
 from tpu_grapheme.data.schema import HEIGHT, NUM_CLASSES, PIXEL_COLUMNS, WIDTH
+from tpu_grapheme.errors import run_and_exit
 from tpu_grapheme.task import Task
 
 
@@ -201,4 +202,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tpu_grapheme.config import TrainConfig
 from tpu_grapheme.data import pipeline, shards, tfrecord
+from tpu_grapheme.errors import run_and_exit
 from tpu_grapheme.task import Task
 
 WINDOW_BATCHES = 40
@@ -166,4 +167,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

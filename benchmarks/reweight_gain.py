@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 from tpu_grapheme import inference
 from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
+from tpu_grapheme.errors import run_and_exit
 
 
 def _split(data_dir: str, work: str, *, valid_frac: float, seed: int) -> tuple[str, str]:
@@ -118,4 +118,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit(main)

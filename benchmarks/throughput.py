@@ -35,11 +35,11 @@ from workload import MIX, Workload  # noqa: E402
 
 from tpu_grapheme import distribute  # noqa: E402
 from tpu_grapheme.cli_help import DefaultsFormatter  # noqa: E402
-from tpu_grapheme.errors import UserError, cli_main  # noqa: E402
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit  # noqa: E402
 
 SCENARIOS = (scenario_loops, scenario_pipeline, scenario_augment, scenario_accum, scenario_batchnorm)
 # The runners stay referenced until the process exits: freeing their models, pipelines and fit threads
-# can take tens of seconds, and the script ends with os._exit once the results are written.
+# can take tens of seconds, and the script ends without the teardown (`run_and_exit`) once the results are written.
 _ALIVE: list = []
 
 
@@ -204,9 +204,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
-    # Results are written: skip the interpreter's teardown of ~20 models, pipelines and fit threads,
-    # which can take tens of seconds and would count against the run's time budget.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    run_and_exit(main)

@@ -23,7 +23,7 @@ from typing import Any
 
 from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.config import TrainConfig, from_dict, to_dict
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 from tpu_grapheme.loop import run_training
 from tune.overrides import parse_sets
 
@@ -207,4 +207,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -1,10 +1,14 @@
-"""One error type for bad user input, its did-you-mean hint, and the CLI wrapper (one line, exit 2)."""
+"""One error type for bad user input, its did-you-mean hint, and the CLI wrappers (one line, exit 2; a
+quick exit once the work is done)."""
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import functools
+import os
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -41,3 +45,24 @@ def cli_main(fn: F) -> F:
             raise SystemExit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def run_and_exit(main: Callable[[], object]) -> None:
+    """A CLI's `if __name__ == "__main__":` body: run `main`, then end the process without the interpreter's
+    teardown, which takes seconds once TensorFlow is loaded. atexit handlers (Ray's shutdown, logging)
+    still run and the streams are flushed; with a non-daemon thread still alive, Python exits as usual."""
+    try:
+        code = main()
+    except SystemExit as e:
+        code = e.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    code = 0 if code is None else int(code)
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)  # Python joins them (and runs their pools' exit hooks) before it ends
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)

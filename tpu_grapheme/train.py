@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from tpu_grapheme.config_io import add_arguments, from_args
 from tpu_grapheme.data.out_paths import check_out_dir, removing_new_dirs
-from tpu_grapheme.errors import cli_main
+from tpu_grapheme.errors import cli_main, run_and_exit
 from tpu_grapheme.resume_check import help_text
 
 
@@ -46,4 +46,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -19,14 +19,13 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data import paths
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 from tune import cluster, optuna_study, storage, tuner
 from tune.hparams_log import HPARAMS_DIR
 from tune.overrides import parse_resources, parse_sets, with_overrides
@@ -301,4 +300,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit(main)

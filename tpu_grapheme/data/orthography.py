@@ -37,7 +37,7 @@ import pandas as pd
 
 from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 
 SIGN, VOWEL, KHANDA_TA, NUKTA, CONSONANT = "sign", "vowel", "khanda_ta", "nukta", "consonant"
 _RA = "\u09b0"
@@ -170,4 +170,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -23,7 +23,7 @@ from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data import paths
 from tpu_grapheme.data.out_paths import check_out_dir, removing_new_dirs
 from tpu_grapheme.data.schema import BENGALI, IMAGE_FORMATS, NUM_PIXELS, RAW
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 
 # TensorFlow and the modules that load it (kaggle's pyarrow too) are imported where used, so that
 # `--help` and usage errors answer at once.
@@ -279,4 +279,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -26,7 +26,7 @@ from tpu_grapheme.data import orthography, paths
 from tpu_grapheme.data.kaggle import read_class_map, read_train_csv
 from tpu_grapheme.data.render import DEFAULT_DISTORTION, Typeface, render_typefaces
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES, NUM_PIXELS
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 
 RENDERED_SPLIT_ID = 2  # seeds rendered images apart from the synthetic train (0) and test (1) rows
 CHUNK = 64  # images per worker task
@@ -271,4 +271,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -25,7 +25,7 @@ from tpu_grapheme.data.graphemes import combination_ids
 from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.data.out_paths import check_out_dir, removing_new_dirs
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 
 STRATIFY_ON = "grapheme_root"
 UNSEEN = "unseen"  # validation column: 1 when the row's grapheme combination is not in training
@@ -238,4 +238,4 @@ def split_combinations(df: pd.DataFrame, rows: np.ndarray) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -27,7 +27,7 @@ from tpu_grapheme.data.render import (
 )
 from tpu_grapheme.data.schema import HEAD_NAMES
 from tpu_grapheme.data.synthetic_labels import sample_labels
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 
 DEFAULT_IMBALANCE = 0.3  # max/min root frequency = 100**imbalance: 0 uniform, 0.3 ~4x, 1 ~100x (real data)
 DEFAULT_TEST_ROWS = 12  # Kaggle's public test.csv has 12 images
@@ -258,4 +258,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_and_exit(main)

@@ -21,7 +21,7 @@ from tpu_grapheme import ensemble, reweight
 from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.kaggle import read_train_csv
 from tpu_grapheme.data.out_paths import check_out_file
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 from tpu_grapheme.inference.members import Member, load_members
 from tpu_grapheme.inference.scoring import check_prior, evaluate, format_table, prior_for, submission_frame
 from tpu_grapheme.inference.streaming import count_images, predict
@@ -183,4 +183,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit(main)

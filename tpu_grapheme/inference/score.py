@@ -15,13 +15,12 @@ import argparse
 import json
 import os
 import re
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from tpu_grapheme.cli_help import DefaultsFormatter
 from tpu_grapheme.data.schema import BENGALI, HEAD_NAMES, NUM_CLASSES
-from tpu_grapheme.errors import UserError, cli_main
+from tpu_grapheme.errors import UserError, cli_main, run_and_exit
 
 COLUMNS = ("row_id", "target")
 _ROW_ID = re.compile(rf"^(?P<image>.+)_(?P<head>{'|'.join(HEAD_NAMES)})$")
@@ -150,4 +149,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit(main)
