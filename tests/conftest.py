@@ -13,6 +13,7 @@ busy for minutes after the other has run out of work. xdist's own order (most te
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -33,6 +34,16 @@ LONGEST_FIRST = (
     "tests/test_replica_random.py",
     "tests/inference/test_cli.py",
 )
+
+# scikit-learn is a test-only reference (setup.py's `test` extra), but `import keras` imports it whenever it
+# is installed: ~1.5 s of CPU at the start of every TensorFlow process. The processes the tests start (the
+# CLIs, Ray's workers) therefore run without it, as on a user's install; the test processes keep it.
+WITHOUT_SKLEARN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "without_sklearn")
+_pythonpath = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+if WITHOUT_SKLEARN not in _pythonpath:
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (WITHOUT_SKLEARN, *_pythonpath) if p)
+if WITHOUT_SKLEARN in sys.path:  # an xdist worker inherits the variable: its tests use the reference
+    sys.path.remove(WITHOUT_SKLEARN)
 
 
 @pytest.fixture(scope="session")

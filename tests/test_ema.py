@@ -156,6 +156,7 @@ TWO_REPLICAS = textwrap.dedent(
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     out = {f"{k}-{d}": trace(strategy, k=k, dynamic=d, overflow=d, steps=4 + 2 * d) for k, d in ((1, False), (2, True))}
     print("RESULT" + json.dumps(out))
+    import os, sys; sys.stdout.flush(); os._exit(0)  # the result is out: skip TensorFlow's teardown (~2 s)
     """
 )
 

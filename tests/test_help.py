@@ -28,22 +28,27 @@ MODULES = (
     "benchmarks.reweight_gain",
     "benchmarks.resume_cost",
 )
-# Run as `python -m MODULE --help`; prints whether TensorFlow got imported on the way.
+# Run as `python -m MODULE --help`; prints whether TensorFlow got imported on the way (at exit: the CLIs
+# end through `run_and_exit`, which runs the atexit handlers and skips the rest).
 _WRAPPER = """
-import runpy, sys
+import atexit, runpy, sys
+atexit.register(lambda: print("TENSORFLOW_IMPORTED", "tensorflow" in sys.modules))
 sys.argv = [{module!r}, "--help"]
 sys.path[:0] = [{root!r}, {root!r} + "/benchmarks"]
 try:
     runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
 except SystemExit:
     pass
-print("TENSORFLOW_IMPORTED", "tensorflow" in sys.modules)
 """
 
 
 def _help(module: str) -> str:
     code = _WRAPPER.format(module=module, root=ROOT)
-    env = {**os.environ, "PYTHONPATH": ROOT, "COLUMNS": "100"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join((ROOT, os.environ.get("PYTHONPATH", ""))),
+        "COLUMNS": "100",
+    }
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout

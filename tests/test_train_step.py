@@ -139,6 +139,7 @@ REPLICAS_SCRIPT = textwrap.dedent(
         step.train_loop(_iterator(strategy, images, labels, 32 // n), tf.constant(3))
         out[f"{n}-{scale}"] = [v.numpy().ravel().tolist() for v in model.trainable_variables]
     print("RESULT" + json.dumps(out))
+    import os, sys; sys.stdout.flush(); os._exit(0)  # the result is out: skip TensorFlow's teardown (~2 s)
     """
 )
 
@@ -285,6 +286,7 @@ AUG_REPLICAS_SCRIPT = textwrap.dedent(
         a, b = (t.numpy() for t in strategy.experimental_local_results(per_replica))
         out[str(jit)] = {"calls": calls, "loss": loss, "moved": moved, "differ": bool(np.abs(a - b).max() > 0)}
     print("RESULT" + json.dumps(out))
+    import os, sys; sys.stdout.flush(); os._exit(0)  # the result is out: skip TensorFlow's teardown (~2 s)
     """
 )
 

@@ -144,7 +144,7 @@ def test_missing_empty_and_unreadable_files(tmp_path, capsys):
 
 
 def test_help_is_fast_and_the_module_never_imports_tensorflow(tmp_path):
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((REPO, os.environ.get("PYTHONPATH", ""))))
     t0 = time.perf_counter()
     r = subprocess.run(
         [sys.executable, "-m", "tpu_grapheme.inference.score", "--help"],
