@@ -257,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp = storage.experiment_path(root, name)
     local = exp if not paths.is_uri(exp) else os.path.abspath(os.path.join(storage.DEFAULT_STORAGE, name))
     optuna_url = _optuna_url(args, exp, local, name)
+    if args.resume and (done := storage.finished(exp)):
+        print(f"[tune] nothing to resume: {name} has finished ({done})")
+        return 0
     print(describe_space(space), flush=True)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table reporter, with our columns
     # Checkpointing every eval with num_to_keep forces state snapshots; that is intended, not a problem.
@@ -290,8 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)  # interrupted ones are INTERRUPTED
     unfinished = stop.interrupted or ended < space.trials
     partial = f"the search was interrupted with {ended} of {space.trials} trials ended" if unfinished else ""
-    report(trials, space, local, partial=partial and f"{partial}; --resume continues it")
+    out = report(trials, space, local, partial=partial and f"{partial}; --resume continues it")
     print(dashboards_hint(optuna_url, local), flush=True)
+    if not unfinished and not any(t.status == "ERROR" for t in trials):
+        best = f"; best config: {out['best_yaml']}" if "best_yaml" in out else ""
+        storage.mark_finished(exp, f"all {space.trials} trials ended{best}")
     if unfinished:
         resume = f"python -m tune.search --resume --storage {root} --name {name}"
         print(f"interrupted: {ended} of {space.trials} trials ended; continue with: {resume}")

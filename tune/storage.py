@@ -1,7 +1,8 @@
 """Where an experiment lives (a local dir, NFS or a pyarrow filesystem URI such as gs://) and its spec file.
 
 The driver saves the resolved space as `tune_search.yaml` in the experiment dir, so `--resume` needs no
-space file and resumes exactly the search that was started.
+space file and resumes exactly the search that was started, and `finished.txt` once every trial ended
+without error, so `--resume` of a finished search answers without starting Ray.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tune.space import SearchSpace
 from tune.space_yaml import parse_space
 
 SPEC_FILE = "tune_search.yaml"  # the resolved space, saved so that --resume needs no space file
+FINISHED_FILE = "finished.txt"  # every trial ended without error: --resume has nothing left to run
 DEFAULT_STORAGE = os.path.join("runs", "tune")
 
 
@@ -94,3 +96,14 @@ def load_spec(exp: str) -> tuple[SearchSpace, int]:
     data.pop("name", None)
     data.pop("optuna_storage", None)
     return parse_space(data, source=source), max_failures
+
+
+def mark_finished(exp: str, summary: str) -> None:
+    write_text(f"{exp}/{FINISHED_FILE}", summary + "\n")
+
+
+def finished(exp: str) -> str | None:
+    """The summary of a search whose every trial ended without error; None while a trial is left to run
+    or to re-run (an errored one: `--resume` retries it)."""
+    text = read_text(f"{exp}/{FINISHED_FILE}")
+    return text.strip() if text is not None else None

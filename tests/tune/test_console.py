@@ -81,3 +81,5 @@ def test_a_failing_trial_shows_its_error_and_no_noise(ray_cluster, synthetic_dir
     assert f"UserError: no TFRecord files match {os.path.join(missing, 'train')}" in text, text[-4000:]
     assert re.search(r"^\w+ .* error$", text, re.M), text[-4000:]
     assert_quiet(text)
+    # not marked finished: `--resume` retries the errored trial
+    assert not (tmp_path / "storage" / "fails" / "finished.txt").exists()

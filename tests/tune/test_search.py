@@ -238,6 +238,11 @@ def test_best_yaml_is_partial_until_the_end_and_a_finished_search_resumed_keeps_
     assert r["third"].returncode == 0, out[-4000:]
     assert third == second  # the same bytes, not even rewritten
     assert r["third_results"] == r["after"]  # no trial ran again
+    best = os.path.join(r["exp"], "best.yaml")  # answered from finished.txt, without starting Ray
+    assert (
+        out.strip()
+        == f"[tune] nothing to resume: asha has finished (all 3 trials ended; best config: {best})"
+    )
     for text in (r["first_out"], r["second"].stdout + r["second"].stderr, out):
         assert "Tuner.restore(" not in text  # only our --resume command is printed
 
