@@ -4,7 +4,7 @@
 multi-replica code path (per-replica batches, cross-replica reductions) a TPU's cores take, testable
 without an accelerator. Logical devices are process-global and fixed once TensorFlow initialises them.
 
-`multiworker` (and `auto` when $TF_CONFIG names more than one worker, as Ray Train's TensorflowTrainer
+`multiworker` (and `auto` when $TF_CONFIG names more than one worker, as `tf_config`'s Ray Train backend
 sets it) is a MultiWorkerMirroredStrategy: one process per host, one all-reduce per step across them.
 """
 

@@ -56,7 +56,12 @@ def write_file_atomic(path: str, suffix: str, write: Callable[[str], None]) -> N
 
 
 def read_text(path: str) -> str | None:
-    """The text of `path`, or None when it does not exist."""
+    """The text of `path`, or None when it does not exist (a local path is read without TensorFlow)."""
+    if not paths.is_uri(path):
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return f.read()
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):

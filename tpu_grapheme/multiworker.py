@@ -1,7 +1,7 @@
 """One training on N Ray Train workers (`--workers N`): the same `run_training` in every worker process.
 
-Ray Train's `TensorflowTrainer` starts the workers (one per `ScalingConfig` bundle, on any nodes of the
-cluster) and sets `TF_CONFIG` in each; `distribute.resolve_strategy` then builds a
+Ray Train's `DataParallelTrainer` starts the workers (one per `ScalingConfig` bundle, on any nodes of the
+cluster) and `tf_config.TFConfig` sets `TF_CONFIG` in each; `distribute.resolve_strategy` then builds a
 MultiWorkerMirroredStrategy from it. Every worker reads its own input shard (the input context of
 `distribute_datasets_from_function`), the step all-reduces once per optimizer step, and only the chief
 (world rank 0) writes the run dir. When a worker dies, Ray Train restarts the whole group (up to
@@ -35,8 +35,6 @@ def worker_loop(config: dict[str, Any]) -> None:
     """Ray Train's per-worker function: `run_training` under MultiWorkerMirroredStrategy; every worker
     reports each evaluation to Ray Train (a report is collective), rank 0 with the run's checkpoint dir
     when `report_checkpoints` (a search trial) asks for it."""
-    # Ray's TensorFlow backend asks for legacy tf.keras; this project is Keras 3 (`import keras`).
-    os.environ.pop("TF_USE_LEGACY_KERAS", None)
     # Ray Train sets the worker's root logger to INFO: TensorFlow's absl records (a "Sharding callback
     # duration" line per checkpoint save) and per-step collective lines would reach the console.
     for name in ("tensorflow", "absl", _module_file(_REPORT_MODULE)):
@@ -94,12 +92,15 @@ def scaling_config(cfg: TrainConfig) -> Any:
 def build_trainer(
     cfg: TrainConfig, *, report_checkpoints: bool = False, callbacks: Sequence[Any] = ()
 ) -> Any:
-    """The `TensorflowTrainer` of `cfg`: its state under `<run_dir>/ray_train`, `max_failures` restarts."""
+    """The Ray Train trainer of `cfg`: its state under `<run_dir>/ray_train`, `max_failures` restarts."""
     from ray.train import FailureConfig, LoggingConfig, RunConfig
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    return TensorflowTrainer(
+    from tpu_grapheme.tf_config import TFConfig
+
+    return DataParallelTrainer(
         worker_loop,
+        backend_config=TFConfig(),
         train_loop_config={"cfg": to_dict(cfg), "report_checkpoints": report_checkpoints},
         scaling_config=scaling_config(cfg),
         run_config=RunConfig(

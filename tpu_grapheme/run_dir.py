@@ -10,8 +10,8 @@
         training_curves.png   history as a plot;  tensorboard/  summaries
         ray_train/            Ray Train's run state of a multi-worker training (`--workers N`)
 
-Local paths and URIs (`gs://`) alike: every file goes through tf.io.gfile (`gfile_io`), every write is
-atomic. Training, the search's trainable and inference all find a run's files here.
+Local paths and URIs (`gs://`) alike (`gfile_io`: tf.io.gfile, a local text read without it); every
+write is atomic. Training, the search's trainable and inference all find a run's files here.
 """
 
 from __future__ import annotations
@@ -138,6 +138,8 @@ class RunDir:
 
     def latest_checkpoint(self) -> str | None:
         """The prefix of the newest checkpoint the state file names (None: no checkpoint yet)."""
+        if not paths.is_uri(self.checkpoints) and not os.path.isdir(self.checkpoints):
+            return None  # a new local run, said without loading TensorFlow (`--workers`' driver never does)
         import tensorflow as tf
 
         return tf.train.latest_checkpoint(self.checkpoints)
@@ -340,11 +342,9 @@ def _checked_meta(meta: Any) -> dict[str, Any]:
 
 
 def meta_layout(meta: dict[str, Any] | None) -> HeadLayout:
-    """The label heads of a run from its checked `model_meta.json` (Bengali's without one or in an
-    older meta)."""
+    """The label heads of a run from its checked `model_meta.json` (Bengali's without one, or older)."""
     return HeadLayout.from_json((meta or {}).get("heads"))
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
+    return (str(e).strip() or type(e).__name__).splitlines()[0][:300]
