@@ -86,8 +86,8 @@ def trial_run_dir(shared_dir: str, trial_id: str) -> dict[str, str]:
 
 def train_multiworker_trial(cfg: TrainConfig) -> None:
     """A trial that is itself a `cfg.workers`-worker Ray Train run, as Ray documents Tune + Train (v2):
-    this function drives a Ray Train `DataParallelTrainer`; `TuneReportCallback` hands each report of worker 0 (the
-    loop's metrics, `step` for ASHA, and the path of the checkpoint Ray Train persisted) to this trial.
+    this function drives a Ray Train `DataParallelTrainer`; `TuneReportCallback` hands each report of
+    worker 0 (the loop's metrics, `step` for ASHA, the path of the checkpoint Ray Train persisted) to Tune.
     The run dir is on the experiment's shared storage: a retried trial resumes from its checkpoints."""
     from ray.tune.integration.ray_train import TuneReportCallback
 

@@ -33,8 +33,8 @@ def make_trainable(fixed: Mapping[str, Any], bundle: Mapping[str, float], *, sha
 
     Every trial's run dir lives under `shared_dir` (the experiment dir: `trainable.trial_run_dir`). A
     trial of `workers` > 1 is a Ray Train run (Ray's documented Tune + Train v2 composition: the trial
-    function drives a Ray Train `DataParallelTrainer`): the trial itself asks for no CPU, each of its workers for
-    `bundle`; the shared storage lets every worker's node see the run dir.
+    function drives a Ray Train `DataParallelTrainer`): the trial itself asks for no CPU, each of its
+    workers for `bundle`; the shared storage lets every worker's node see the run dir.
     A `TPU-<gen>-<chips>-head` in the bundle makes the trial drive that multi-host slice.
     """
     import ray.tune
