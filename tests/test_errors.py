@@ -43,6 +43,7 @@ def _run_script(tmp_path, body: str) -> subprocess.CompletedProcess:
         ("def main():\n    sys.stdout.write('partial line, not flushed')\n    return 3", 3, ""),
         ("def main():\n    sys.stdout.write('partial line, not flushed')\n    raise SystemExit(2)", 2, ""),
         ("def main():\n    sys.stdout.write('partial line, not flushed')\n    sys.exit('bad')", 1, "bad\n"),
+        ("def main():\n    sys.stdout.write('partial line, not flushed')\n    sys.exit(['x'])", 1, "['x']\n"),
     ],
 )
 def test_run_and_exit_keeps_the_exit_code_the_output_and_the_atexit_handlers(tmp_path, body, code, stderr):

@@ -55,10 +55,10 @@ def run_and_exit(main: Callable[[], object]) -> None:
         code = main()
     except SystemExit as e:
         code = e.code
-    if isinstance(code, str):
+    if code is not None and not isinstance(code, int):  # as Python does: the object printed, status 1
         print(code, file=sys.stderr)
         code = 1
-    code = 0 if code is None else int(code)
+    code = code or 0
     main_thread = threading.main_thread()
     if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
         sys.exit(code)  # Python joins them (and runs their pools' exit hooks) before it ends
