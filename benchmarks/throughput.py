@@ -39,7 +39,7 @@ from tpu_grapheme.errors import UserError, cli_main, run_and_exit  # noqa: E402
 
 SCENARIOS = (scenario_loops, scenario_pipeline, scenario_augment, scenario_accum, scenario_batchnorm)
 # The runners stay referenced until the process exits: freeing their models, pipelines and fit threads
-# can take tens of seconds, and the script ends without the teardown (`run_and_exit`) once the results are written.
+# can take tens of seconds; the script ends without that teardown (`run_and_exit`) once results are written.
 _ALIVE: list = []
 
 

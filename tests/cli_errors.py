@@ -1,4 +1,5 @@
-"""Run a CLI as a user does (a subprocess) and check it failed with one `error:` line, exit 2, no traceback."""
+"""Subprocesses the tests start: their environment, a quick end for scripts, and a CLI run as a user runs
+it (checked to fail with one `error:` line, exit 2, no traceback)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,24 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The last line of a script run in a TensorFlow subprocess once its result is printed: TF's teardown (~2 s).
+QUICK_EXIT = "\nimport os, sys; sys.stdout.flush(); os._exit(0)\n"
+
+
+def repo_env(**extra: str) -> dict[str, str]:
+    """This process's environment with `extra` and the repo first on PYTHONPATH (the rest kept: the
+    scikit-learn stand-in of conftest.py)."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def start_cli(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m module args...` from the repo, TensorFlow's C++ log quiet; several may run side by side."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
     return subprocess.Popen(
         [sys.executable, "-m", module, *map(str, args)],
         cwd=REPO,
-        env=env,
+        env=repo_env(**{"TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -11,19 +11,16 @@ import keras
 import pytest
 import tensorflow as tf
 
+from tests.cli_errors import QUICK_EXIT
 from tpu_grapheme.distribute import device_kind, resolve_strategy, set_precision_policy
 from tpu_grapheme.errors import UserError
-
-_QUICK_EXIT = (
-    "\nimport os, sys; sys.stdout.flush(); os._exit(0)  # the result is out: skip TF's teardown (~2 s)\n"
-)
 
 
 def _run(code: str) -> str:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TPU_NAME", None)
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code) + _QUICK_EXIT],
+        [sys.executable, "-c", textwrap.dedent(code) + QUICK_EXIT],
         capture_output=True,
         text=True,
         env=env,

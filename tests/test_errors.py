@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from tests.cli_errors import repo_env
 from tpu_grapheme.errors import did_you_mean
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_did_you_mean_suggests_the_closest_name_or_lists_short_choices():
@@ -32,7 +30,7 @@ def _run_script(tmp_path, body: str) -> subprocess.CompletedProcess:
         "run_and_exit(main)\n"
         "(out / 'after').write_text('reached')  # never: the process ends in run_and_exit\n"
     )
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = repo_env()
     return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
 
 

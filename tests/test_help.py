@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tests.cli_errors import repo_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = (
     "tpu_grapheme.train",
@@ -44,11 +46,7 @@ except SystemExit:
 
 def _help(module: str) -> str:
     code = _WRAPPER.format(module=module, root=ROOT)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join((ROOT, os.environ.get("PYTHONPATH", ""))),
-        "COLUMNS": "100",
-    }
+    env = repo_env(COLUMNS="100")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout

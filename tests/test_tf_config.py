@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.cli_errors import repo_env
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
@@ -46,7 +46,7 @@ trainer = build_trainer(cfg)
 assert RunDir(cfg.run_dir).read_history() == []
 print(type(trainer).__name__, isinstance(trainer.backend_config, TFConfig), "tensorflow" in sys.modules)
 """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join((REPO, os.environ.get("PYTHONPATH", ""))))
+    env = repo_env()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["DataParallelTrainer", "True", "False"], out.stdout

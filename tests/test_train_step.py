@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.cli_errors import QUICK_EXIT
 from tests.step_options import step_config
 from tpu_grapheme.model import build_model
 from tpu_grapheme.train_step import StepConfig, TrainStep
@@ -139,7 +140,6 @@ REPLICAS_SCRIPT = textwrap.dedent(
         step.train_loop(_iterator(strategy, images, labels, 32 // n), tf.constant(3))
         out[f"{n}-{scale}"] = [v.numpy().ravel().tolist() for v in model.trainable_variables]
     print("RESULT" + json.dumps(out))
-    import os, sys; sys.stdout.flush(); os._exit(0)  # the result is out: skip TensorFlow's teardown (~2 s)
     """
 )
 
@@ -147,7 +147,7 @@ REPLICAS_SCRIPT = textwrap.dedent(
 def test_one_replica_equals_four_replicas(tmp_path):
     root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     script = tmp_path / "replicas.py"
-    script.write_text(REPLICAS_SCRIPT)
+    script.write_text(REPLICAS_SCRIPT + QUICK_EXIT)
     proc = subprocess.run([sys.executable, str(script), root], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
@@ -286,7 +286,6 @@ AUG_REPLICAS_SCRIPT = textwrap.dedent(
         a, b = (t.numpy() for t in strategy.experimental_local_results(per_replica))
         out[str(jit)] = {"calls": calls, "loss": loss, "moved": moved, "differ": bool(np.abs(a - b).max() > 0)}
     print("RESULT" + json.dumps(out))
-    import os, sys; sys.stdout.flush(); os._exit(0)  # the result is out: skip TensorFlow's teardown (~2 s)
     """
 )
 
@@ -294,7 +293,7 @@ AUG_REPLICAS_SCRIPT = textwrap.dedent(
 def test_separately_compiled_kernels_on_two_replicas_with_accumulation(tmp_path):
     root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     script = tmp_path / "aug_replicas.py"
-    script.write_text(AUG_REPLICAS_SCRIPT)
+    script.write_text(AUG_REPLICAS_SCRIPT + QUICK_EXIT)
     proc = subprocess.run([sys.executable, str(script), root], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.cli_errors import repo_env
 from tpu_grapheme.data.schema import HEAD_NAMES, NUM_CLASSES
 from tpu_grapheme.inference import score
 
@@ -144,7 +145,7 @@ def test_missing_empty_and_unreadable_files(tmp_path, capsys):
 
 
 def test_help_is_fast_and_the_module_never_imports_tensorflow(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join((REPO, os.environ.get("PYTHONPATH", ""))))
+    env = repo_env()
     t0 = time.perf_counter()
     r = subprocess.run(
         [sys.executable, "-m", "tpu_grapheme.inference.score", "--help"],

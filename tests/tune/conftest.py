@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from tests.cli_errors import repo_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
@@ -26,9 +28,7 @@ def search_cmd(*args: str) -> list[str]:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0", **extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
-    return env
+    return repo_env(PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0", **extra)
 
 
 def start_logged(cmd: list[str], log_path: str, env: dict[str, str]) -> subprocess.Popen:
