@@ -1,11 +1,11 @@
 """A resumed run is the run that was interrupted (issue 20 items 1-2), checked against a second,
-uninterrupted run of the same command: bit-identical weights under `--deterministic` after SIGTERM at
-an arbitrary step and after kill -9 following a checkpoint (one process, two CPU replicas), and, without
-`--deterministic`, the same sequence of training images.
+uninterrupted run of the same command: bit-identical weights under `--deterministic` (one process, two
+CPU replicas) after SIGTERM at an arbitrary step, a resume, kill -9 following a checkpoint and a second
+resume; and, without `--deterministic`, the same sequence of training images.
 
 Same command, same result: two uninterrupted `--deterministic` runs give bit-identical weights. Each run
 is its own process: op determinism is process-wide, and a second run in one process would share its RNG
-state and compiled functions. The SIGTERM test's reference is one of the two.
+state and compiled functions. The interrupted run's reference is one of the two.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def patterns(tmp_path_factory) -> tuple[str, str]:
     return tiny_shard_dirs(str(tmp_path_factory.mktemp("shards")), rows=128, valid=32, shard_mb=0.5)
 
 
-def _argv(patterns: tuple[str, str], out: str, *extra: str, interval: int = 4) -> list[str]:
+def _argv(patterns: tuple[str, str], out: str, *extra: str) -> list[str]:
     flags = {
         "train-folder": patterns[0],
         "valid-folder": patterns[1],
@@ -46,7 +46,7 @@ def _argv(patterns: tuple[str, str], out: str, *extra: str, interval: int = 4) -
         "batch-size": 16,
         "steps": STEPS,
         "steps-per-loop": 1,
-        "checkpoint-interval": interval,
+        "checkpoint-interval": 4,
         "log-interval": 1,
         "mixup-alpha": 0.4,
         "cutmix-alpha": 1.0,
@@ -97,26 +97,28 @@ def _check_equal(straight: str, resumed: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def sigterm_runs(patterns, tmp_path_factory) -> dict[str, str]:
-    """Two uninterrupted runs of one command side by side with a third that is sent SIGTERM once step 6
-    of 12 is logged and then resumed by the same command: their output dirs and the third's two logs.
-    Checkpoints every 5 steps: under load the run may log a step or more before the signal lands, and
-    it still stops between the checkpoints at 5 and 10."""
-    tmp = tmp_path_factory.mktemp("sigterm")
-    runs = {name: str(tmp / name) for name in ("straight", "again", "term")}
-    references = [_start(_argv(patterns, runs[name], interval=5)) for name in ("straight", "again")]
-    # The run saves the step it is at (6, or later when the signal lands during a later step) and stops.
-    term = _argv(patterns, runs["term"], interval=5)
-    log = _interrupt_when(_start(term), f"step 6/{STEPS} ", signal.SIGTERM)
-    resumed = _finish(_start(term))
+def runs(patterns, tmp_path_factory) -> dict[str, str]:
+    """One command on two CPU replicas, checkpoints every 4 steps, run three ways at once: twice
+    uninterrupted, and once interrupted twice: SIGTERM once step 5 of 12 is logged (under load the signal
+    may land a step or two later: still between the checkpoints at 4 and 8), resumed by the same command,
+    kill -9 right after its step-8 checkpoint (nothing is saved at the kill), resumed again to the end.
+    Returns the output dirs and the interrupted run's three logs."""
+    tmp = tmp_path_factory.mktemp("exact")
+    dirs = {name: str(tmp / name) for name in ("straight", "again", "interrupted")}
+    two = ("--strategy", "cpu", "--cpu-replicas", "2")
+    references = [_start(_argv(patterns, dirs[name], *two)) for name in ("straight", "again")]
+    victim = _argv(patterns, dirs["interrupted"], *two)
+    term_log = _interrupt_when(_start(victim), f"step 5/{STEPS} ", signal.SIGTERM)
+    kill_log = _interrupt_when(_start(victim), "eval step 8:", signal.SIGKILL)
+    last_log = _finish(_start(victim))
     for proc in references:
         _finish(proc)
-    return {**runs, "interrupted_log": log, "resumed_log": resumed}
+    return {**dirs, "term_log": term_log, "kill_log": kill_log, "last_log": last_log}
 
 
-def test_two_deterministic_runs_give_bit_identical_weights(sigterm_runs):
+def test_two_deterministic_runs_give_bit_identical_weights(runs):
     a, b = (
-        keras.models.load_model(os.path.join(sigterm_runs[r], "run", "model_final.keras"))
+        keras.models.load_model(os.path.join(runs[r], "run", "model_final.keras"))
         for r in ("straight", "again")
     )
     assert len(a.weights) >= 10
@@ -124,23 +126,15 @@ def test_two_deterministic_runs_give_bit_identical_weights(sigterm_runs):
         assert np.array_equal(np.asarray(wa), np.asarray(wb)), wa.path
 
 
-def test_sigterm_between_checkpoints_then_resume_ends_bit_identical(sigterm_runs):
-    log, resumed = sigterm_runs["interrupted_log"], sigterm_runs["resumed_log"]
-    assert "interrupted: saved" in log, log[-2000:]
-    assert re.search(r"resumed from \S+ckpt-([6-9]) at step \1\b", resumed), resumed[-3000:]
-    _check_equal(sigterm_runs["straight"], sigterm_runs["term"])
+def test_sigterm_between_checkpoints_saves_the_step_it_is_at_and_resumes_there(runs):
+    assert "interrupted: saved" in runs["term_log"], runs["term_log"][-2000:]
+    assert re.search(r"resumed from \S+ckpt-([5-7]) at step \1\b", runs["kill_log"]), runs["kill_log"][-3000:]
 
 
-def test_kill9_of_two_replicas_after_a_checkpoint_then_resume_ends_bit_identical(patterns, tmp_path):
-    two = ("--strategy", "cpu", "--cpu-replicas", "2")
-    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    reference = _start(_argv(patterns, straight, *two))
-    # kill -9 right after the step-8 checkpoint: nothing is saved at the kill; the run resumes from 8.
-    _interrupt_when(_start(_argv(patterns, killed, *two)), "eval step 8:", signal.SIGKILL)
-    resumed = _finish(_start(_argv(patterns, killed, *two)))
-    assert re.search(r"resumed from \S+ckpt-8 at step 8", resumed), resumed[-3000:]
-    _finish(reference)
-    _check_equal(straight, killed)
+def test_kill9_after_a_checkpoint_resumes_from_it_and_the_run_ends_bit_identical(runs):
+    assert "interrupted: saved" not in runs["kill_log"]  # SIGKILL: nothing is saved at the kill
+    assert re.search(r"resumed from \S+ckpt-8 at step 8\b", runs["last_log"]), runs["last_log"][-3000:]
+    _check_equal(runs["straight"], runs["interrupted"])  # after both interruptions
 
 
 def test_without_deterministic_a_resumed_run_sees_the_same_images(patterns, tmp_path, monkeypatch):
