@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test lint format venv clean
+.PHONY: train test test-e2e lint format venv clean
 
 $(STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,7 +20,10 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check tpu_grapheme tune benchmarks tests setup.py
 	$(VENV)/bin/lint-imports --no-cache  # the layer contracts of docs/ARCHITECTURE.md (pyproject.toml)
-	$(PY) -m pytest -q -n 2 --dist loadgroup  # two workers; the groups are in tests/conftest.py
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not e2e"  # two workers; groups: tests/conftest.py
+
+test-e2e: $(STAMP)  # the end-to-end fault tests on Ray (tests/conftest.py); CI runs both (.ci/run)
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m e2e
 
 lint: $(STAMP)
 	$(PY) -m ruff check tpu_grapheme tune benchmarks tests setup.py

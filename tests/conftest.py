@@ -8,6 +8,9 @@ built once, not once per worker. xdist hands the units out in the order of their
 longest units (LONGEST_FIRST) are collected first: a long unit handed out last would keep one worker
 busy for minutes after the other has run out of work. xdist's own order (most tests first, its
 `--loadscope-reorder` default) put the long one-test modules last, so it is turned off.
+
+The end-to-end fault tests (E2E: real Ray clusters and searches, real signals and kills to trainings of
+several processes) carry the `e2e` mark: `make test` runs the rest, `make test-e2e` runs them, CI both.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import pytest
 
 TUNE_TESTS = "tests/tune/"
 LOCAL_RAY_MODULES = ("test_search.py", "test_sigterm.py")  # their other tests start no Ray at all
+E2E_FIXTURES = ("ray_cluster", "interrupted_search")  # a test using one is end-to-end
+E2E_MODULES = ("tests/tune/test_sigterm.py",)
 # The units that take longest, longest first (from `--durations`); every other unit follows in file order.
 LONGEST_FIRST = (
     "ray-cluster",
@@ -68,6 +73,11 @@ def xdist_group(item) -> str:
     return module
 
 
+def is_e2e(item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    return item.nodeid.startswith(E2E_MODULES) or any(f in fixtures for f in E2E_FIXTURES)
+
+
 def pytest_configure(config) -> None:
     if hasattr(config.option, "loadscopereorder"):  # the xdist controller hands out units in our order
         config.option.loadscopereorder = False
@@ -82,6 +92,8 @@ def pytest_itemcollected(item) -> None:
     # Marked as each test is collected, before xdist's `pytest_collection_modifyitems` reads the marks
     # (marks added in a conftest's `pytest_collection_modifyitems` came too late and were ignored).
     item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    if is_e2e(item):
+        item.add_marker(pytest.mark.e2e)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
