@@ -22,7 +22,8 @@ import pytest
 
 TUNE_TESTS = "tests/tune/"
 LOCAL_RAY_MODULES = ("test_search.py", "test_sigterm.py")  # their other tests start no Ray at all
-E2E_FIXTURES = ("ray_cluster", "interrupted_search")  # a test using one is end-to-end
+CLUSTER_FIXTURE = "ray_cluster"  # the session's 2-node loopback cluster (tests/tune/conftest.py)
+E2E_FIXTURES = (CLUSTER_FIXTURE, "interrupted_search")  # a test using one is end-to-end
 E2E_MODULES = ("tests/tune/test_sigterm.py",)
 # The units that take longest, longest first (from `--durations`); every other unit follows in file order.
 LONGEST_FIRST = (
@@ -66,7 +67,7 @@ def synthetic_dir(tmp_path_factory) -> str:
 def xdist_group(item) -> str:
     module = item.nodeid.split("::", 1)[0]
     if TUNE_TESTS in module:
-        if "ray_cluster" in getattr(item, "fixturenames", ()):
+        if CLUSTER_FIXTURE in getattr(item, "fixturenames", ()):
             return "ray-cluster"
         if module.endswith(LOCAL_RAY_MODULES):
             return "ray-local"
